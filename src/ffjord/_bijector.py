@@ -87,10 +87,14 @@ class AbstractBijector(eqx.Module):
         *,
         inverse: bool,
         log_det: bool,
+        throw: bool,
     ) -> tuple[Float[Array, "n d"], Float[Array, " n"], SolveStats]:
-        """Map a flat batch; return the image, log|det J| per point and statistics."""
+        """Map a flat batch; return the image, log|det J| per point and statistics.
 
-    def _call(self, x, context, key, *, inverse: bool, log_det: bool):
+        With `throw`, a failed ODE solve raises; without, it sets `stats.failed`.
+        """
+
+    def _call(self, x, context, key, *, inverse: bool, log_det: bool, throw: bool = True):
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.result_type(float))
@@ -112,7 +116,9 @@ class AbstractBijector(eqx.Module):
             flat_context = jnp.broadcast_to(context, batch_shape + (c,)).reshape(-1, c)
         n = math.prod(batch_shape)
         flat_x = jnp.broadcast_to(x, batch_shape + (d,)).reshape(n, d)
-        y, ld, stats = self._apply(flat_x, flat_context, key, inverse=inverse, log_det=log_det)
+        y, ld, stats = self._apply(
+            flat_x, flat_context, key, inverse=inverse, log_det=log_det, throw=throw
+        )
         return y.reshape(batch_shape + (d,)), ld.reshape(batch_shape), stats
 
     # Public API ---------------------------------------------------------------------------
@@ -150,14 +156,18 @@ class AbstractBijector(eqx.Module):
     def forward_with_stats(
         self, x: Array, *, context: Array | None = None, key=None
     ) -> tuple[Array, Array, SolveStats]:
-        """Like `forward_and_log_det`, plus the solver statistics of the call."""
-        return self._call(x, context, key, inverse=False, log_det=True)
+        """Like `forward_and_log_det`, plus the solver statistics of the call.
+
+        Never raises on a failed solve: check `stats.failed` (the values are then
+        meaningless).
+        """
+        return self._call(x, context, key, inverse=False, log_det=True, throw=False)
 
     def inverse_with_stats(
         self, y: Array, *, context: Array | None = None, key=None
     ) -> tuple[Array, Array, SolveStats]:
-        """Like `inverse_and_log_det`, plus the solver statistics of the call."""
-        return self._call(y, context, key, inverse=True, log_det=True)
+        """Like `inverse_and_log_det`, plus the solver statistics (see `forward_with_stats`)."""
+        return self._call(y, context, key, inverse=True, log_det=True, throw=False)
 
 
 def _same_structure(a: eqx.Module, b: eqx.Module) -> bool:
@@ -207,24 +217,24 @@ class Chain(AbstractBijector):
         dims = [b.dim for b in self.bijectors if b.dim is not None]
         return dims[0] if dims else None
 
-    def _apply(self, x, context, key, *, inverse, log_det):
+    def _apply(self, x, context, key, *, inverse, log_det, throw):
         n = len(self.bijectors)
         keys = [None] * n if key is None else list(jax.random.split(key, n))
         first = self.bijectors[0]
         if n > 1 and all(_same_structure(first, b) for b in self.bijectors[1:]):
-            return self._scan(x, context, key, inverse=inverse, log_det=log_det)
+            return self._scan(x, context, key, inverse=inverse, log_det=log_det, throw=throw)
         order = range(n - 1, -1, -1) if inverse else range(n)
         total_ld = jnp.zeros(x.shape[:1], x.dtype)
         stats = SolveStats.zero()
         for i in order:
             x, ld, s = self.bijectors[i]._apply(
-                x, context, keys[i], inverse=inverse, log_det=log_det
+                x, context, keys[i], inverse=inverse, log_det=log_det, throw=throw
             )
             total_ld = total_ld + ld
             stats = stats + s
         return x, total_ld, stats
 
-    def _scan(self, x, context, key, *, inverse, log_det):
+    def _scan(self, x, context, key, *, inverse, log_det, throw):
         n = len(self.bijectors)
         parts = [eqx.partition(b, eqx.is_array) for b in self.bijectors]
         static = parts[0][1]
@@ -235,9 +245,42 @@ class Chain(AbstractBijector):
             z, total = carry
             params, k = xs
             block = eqx.combine(params, static)
-            z, ld, s = block._apply(z, context, k, inverse=inverse, log_det=log_det)
+            z, ld, s = block._apply(z, context, k, inverse=inverse, log_det=log_det, throw=throw)
             return (z, total + ld), s
 
         init = (x, jnp.zeros(x.shape[:1], x.dtype))
         (y, total), stats = jax.lax.scan(body, init, (stacked, keys), reverse=inverse)
         return y, total, stats.total()
+
+
+class Affine(AbstractBijector):
+    """Elementwise affine map `y = shift + scale * x` (e.g. to undo standardisation).
+
+    Example:
+        >>> import jax.numpy as jnp, ffjord
+        >>> a = ffjord.Affine(jnp.array([1.0, 0.0]), jnp.array([2.0, 0.5]))
+        >>> a.forward_and_log_det(jnp.zeros(2))[1]  # log 2 + log 0.5
+        Array(0., dtype=float32)
+    """
+
+    shift: Float[Array, " d"]
+    scale: Float[Array, " d"]
+
+    def __init__(self, shift, scale):
+        shift, scale = jnp.asarray(shift), jnp.asarray(scale)
+        if shift.ndim != 1 or scale.shape != shift.shape:
+            raise ValueError(
+                f"Affine: shift and scale must be vectors of one shape, got {shift.shape} "
+                f"and {scale.shape}"
+            )
+        self.shift, self.scale = shift, scale
+
+    @property
+    def dim(self) -> int:
+        return self.shift.shape[0]
+
+    def _apply(self, x, context, key, *, inverse, log_det, throw):
+        ld = jnp.broadcast_to(jnp.sum(jnp.log(jnp.abs(self.scale))), x.shape[:1]).astype(x.dtype)
+        if inverse:
+            return ((x - self.shift) / self.scale).astype(x.dtype), -ld, SolveStats.zero()
+        return (self.shift + self.scale * x).astype(x.dtype), ld, SolveStats.zero()

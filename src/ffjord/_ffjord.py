@@ -73,8 +73,10 @@ class FFJORD(AbstractBijector):
         adjoint: how gradients pass through the solver; backpropagation through the
             solver by default, `diffrax.BacksolveAdjoint()` for O(1) memory.
         per_point: solve each point separately (vmap) instead of the batch at once.
-        throw: raise when a solve fails (default); `False` reports it in the
-            statistics' `failed` flag instead (training uses this to reject a step).
+
+    A failed solve (e.g. `max_steps` exhausted) raises an error from every method,
+    except the `*_with_stats` ones, which report it in `stats.failed` instead (the
+    training loop uses this to reject a step rather than stop).
 
     Example:
         >>> import jax, ffjord
@@ -95,7 +97,6 @@ class FFJORD(AbstractBijector):
     dt0: float | None = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
     per_point: bool = eqx.field(static=True)
-    throw: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -112,7 +113,6 @@ class FFJORD(AbstractBijector):
         max_steps: int = 4096,
         adjoint: diffrax.AbstractAdjoint | None = None,
         per_point: bool = False,
-        throw: bool = True,
     ):
         if not callable(field):
             raise TypeError(f"FFJORD: field must be callable field(t, z, context), got {field!r}")
@@ -152,7 +152,6 @@ class FFJORD(AbstractBijector):
         self.dt0 = None if dt0 is None else float(dt0)
         self.max_steps = max_steps
         self.per_point = bool(per_point)
-        self.throw = bool(throw)
 
     @property
     def dim(self) -> int | None:
@@ -171,7 +170,7 @@ class FFJORD(AbstractBijector):
                 f"context_dim={context_dim}"
             )
 
-    def _apply(self, x, context, key, *, inverse, log_det):
+    def _apply(self, x, context, key, *, inverse, log_det, throw):
         self._check_context(context)
         n, d = x.shape
         if log_det:
@@ -179,21 +178,21 @@ class FFJORD(AbstractBijector):
         else:
             probes, scale = None, 1.0
         if self.per_point:
-            return self._solve_per_point(x, context, probes, scale, inverse, log_det)
-        return self._solve(x, context, probes, scale, inverse, log_det)
+            return self._solve_per_point(x, context, probes, scale, inverse, log_det, throw)
+        return self._solve(x, context, probes, scale, inverse, log_det, throw)
 
-    def _solve_per_point(self, x, context, probes, scale, inverse, log_det):
+    def _solve_per_point(self, x, context, probes, scale, inverse, log_det, throw):
         def one(xi, ci, pi):
             ci = None if ci is None else ci[None]
             pi = None if pi is None else pi[:, None]
-            y, ld, stats = self._solve(xi[None], ci, pi, scale, inverse, log_det)
+            y, ld, stats = self._solve(xi[None], ci, pi, scale, inverse, log_det, throw)
             return y[0], ld[0], stats
 
         in_axes = (0, None if context is None else 0, None if probes is None else 1)
         y, ld, stats = jax.vmap(one, in_axes=in_axes)(x, context, probes)
         return y, ld, stats.total()
 
-    def _solve(self, x, context, probes, scale, inverse, log_det):
+    def _solve(self, x, context, probes, scale, inverse, log_det, throw):
         t0, t1 = (self.t1, self.t0) if inverse else (self.t0, self.t1)
         dt0 = None if self.dt0 is None else (self.dt0 if t1 > t0 else -self.dt0)
         if log_det:
@@ -227,7 +226,7 @@ class FFJORD(AbstractBijector):
             num_fn_evals=per_step * num_steps + at_start,
             failed=sol.result != diffrax.RESULTS.successful,
         )
-        if self.throw:
+        if throw:
             y = eqx.error_if(
                 y,
                 sol.result == diffrax.RESULTS.max_steps_reached,

@@ -26,12 +26,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -45,6 +43,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ffjord._errors import InputError
+from ffjord._io import atomic_write
 
 __all__ = [
     "Limits",
@@ -376,7 +375,7 @@ def animate_flow(
             optimize=False,
         )
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def plot_density(
@@ -651,36 +650,7 @@ def _save_figure(fig: Figure, path: PathLike, fmt: str) -> None:
         fig.savefig(buffer, format=fmt, dpi=_DPI)
         f.write(buffer.getbuffer())
 
-    _atomic_write(path, write)
-
-
-def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through ``write`` into a temporary sibling, then rename it onto ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(target))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _file_mode(target: Path) -> int:
-    """Mode for a new file: the old file's mode, else 0o666 less the process umask."""
-    with contextlib.suppress(OSError):
-        return target.stat().st_mode & 0o7777
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    return 0o644
+    atomic_write(path, write)
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,0 +1,449 @@
+"""The `ffjord` command line: train, evaluate, sample, density, plot.
+
+Every failure the user can fix prints one line `ffjord: error: ...` on stderr and
+exits non-zero (2 for bad input, 1 for a run that could not finish, 130 on Ctrl-C);
+`--debug` shows the traceback instead.
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import datasets, plotting
+from ._errors import InputError
+from ._io import atomic_write
+from ._run import (
+    SCHEDULES,
+    SOLVERS,
+    TRACES,
+    TUTORIAL,
+    RunDir,
+    as_training_array,
+    describe_data,
+    load_data,
+    make_trainer,
+    train_key,
+    validate_options,
+)
+from ._train import Trainer, TrainingDiverged, TrainState, check_progress
+
+SNAPSHOT_POINTS = 8192  # the tutorial's number of base samples per snapshot
+CHUNK = 8192  # points per compiled forward pass (fixed shape: no recompilation)
+OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        raise InputError(f"{message} (see ffjord {self.prog.split()[-1]} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ffjord", description="Continuous normalizing flows (FFJORD) in JAX.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a flow (no options: the TFP tutorial)")
+    t.add_argument("--out", required=True, help="run directory to create (or --resume)")
+    t.add_argument(
+        "--data",
+        help="moons (default), circles, 8gaussians, pinwheel, 2spirals, "
+        "checkerboard, rings, or FILE.npy / FILE.csv",
+    )
+    t.add_argument("--epochs", type=int, help="passes over the data (default 40)")
+    t.add_argument("--batch-size", dest="batch_size", type=int, help="default 256")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-2)")
+    t.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning rate: constant (default) or cosine decay to 5%% over the run",
+    )
+    t.add_argument("--blocks", type=int, help="stacked FFJORD blocks (default 4)")
+    t.add_argument("--hidden", type=int, help="hidden units per layer (default 8)")
+    t.add_argument("--layers", type=int, help="layers of each MLP (default 3)")
+    t.add_argument("--trace", choices=TRACES, help="exact (default) or hutchinson")
+    t.add_argument("--solver", choices=list(SOLVERS), help="diffrax solver (default dopri5)")
+    t.add_argument("--rtol", type=float, help="relative tolerance (default 1e-3)")
+    t.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
+    t.add_argument("--max-steps", dest="max_steps", type=int, help="per solve (default 1000)")
+    t.add_argument("--seed", type=int, help="seed of data, initialisation and shuffles (0)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="held-out NLL of a file under a trained run")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--data", required=True, help="points FILE.npy or FILE.csv")
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run", help="run directory")
+    s.add_argument("-n", type=int, required=True, help="number of samples")
+    s.add_argument("-o", "--output", required=True, help="FILE.npy to create")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+    d = sub.add_parser("density", help="exact log-density of points under a trained run")
+    d.add_argument("run", help="run directory")
+    d.add_argument("--points", required=True, help="points FILE.npy or FILE.csv")
+    d.add_argument("-o", "--output", required=True, help="FILE.npy to create")
+    d.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+    pl = sub.add_parser("plot", help="(re)draw the figures of a run")
+    pl.add_argument("run", help="run directory")
+    return p
+
+
+# Shared pieces -------------------------------------------------------------------------------
+
+
+@eqx.filter_jit
+def _forward(bijector, x):
+    return bijector.forward_with_stats(x)[0]
+
+
+def transform(bijector, points: np.ndarray) -> np.ndarray:
+    """Push points through the flow in fixed-size chunks (one compilation)."""
+    n, d = points.shape
+    out = []
+    for start in range(0, n, CHUNK):
+        chunk = points[start : start + CHUNK]
+        pad = CHUNK - chunk.shape[0] if n > CHUNK else 0
+        padded = np.concatenate([chunk, np.zeros((pad, d), chunk.dtype)]) if pad else chunk
+        out.append(np.asarray(_forward(bijector, jnp.asarray(padded)))[: chunk.shape[0]])
+    return np.concatenate(out) if out else np.zeros((0, d), points.dtype)
+
+
+def _open_run(path: str) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
+    run = RunDir(path)
+    cfg = run.require()
+    trainer = make_trainer(cfg)
+    state = run.load_checkpoint(trainer.init(train_key(cfg)))
+    return run, cfg, trainer, state
+
+
+def _read_points(path: str, dim: int, what: str) -> np.ndarray:
+    points = datasets.validate_points(datasets.load_array(path), dim=dim, what=what)
+    return as_training_array(points)
+
+
+def _check_output(path: str, force: bool) -> Path:
+    out = Path(path)
+    if out.suffix.lower() != ".npy":
+        raise InputError(f"output {path} must end in .npy")
+    if out.is_dir():
+        raise InputError(f"output {path} is a directory")
+    if out.exists() and not force:
+        raise InputError(f"output {path} already exists; choose another name or pass --force")
+    if not out.parent.exists():
+        raise InputError(f"the folder of output {path} does not exist")
+    return out
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+# Commands ------------------------------------------------------------------------------------
+
+
+def _new_config(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = dict(TUTORIAL)
+    for name in OPTION_NAMES:
+        value = getattr(args, name, None)
+        if value is not None:
+            cfg[name] = value
+    validate_options(cfg)
+    cfg = describe_data(cfg)
+    return {"format_version": 1, **cfg}
+
+
+def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
+    cfg = run.require()
+    for name in OPTION_NAMES:
+        value = getattr(args, name, None)
+        if value is None or name == "epochs":
+            continue
+        same = value == cfg[name] or (name == "data" and Path(value).resolve() == Path(cfg[name]))
+        if not same:
+            raise InputError(
+                f"--{name.replace('_', '-')} {value} differs from the run's {cfg[name]}; "
+                "--resume continues with the run's own settings (only --epochs may change)"
+            )
+    if args.epochs is not None:
+        cfg["epochs"] = args.epochs
+        validate_options(cfg)
+        run.write_config(cfg)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    run = RunDir(args.out)
+    if args.resume:
+        cfg = _resume_config(run, args)
+    else:
+        if run.path.exists() and not run.path.is_dir():
+            raise InputError(f"--out {run.path} is an existing file; give a new directory")
+        if run.path.is_dir() and any(run.path.iterdir()):
+            raise InputError(
+                f"--out {run.path} already holds files; use --resume to continue that run "
+                "or choose a new directory"
+            )
+        cfg = _new_config(args)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+    started = time.perf_counter()
+    train, test = (as_training_array(a) for a in load_data(cfg))
+    if train.shape[0] < cfg["batch_size"]:
+        raise InputError(
+            f"the training set has {train.shape[0]} points, fewer than one batch of "
+            f"{cfg['batch_size']}; lower --batch-size"
+        )
+    trainer = make_trainer(cfg)
+    state = trainer.init(train_key(cfg))
+    if run.checkpoint.exists():
+        state = run.load_checkpoint(state)
+    history = run.read_metrics(int(state.epoch))
+    run.write_metrics(history)
+    if int(state.epoch) >= cfg["epochs"]:
+        print(f"{run.path} has already trained {int(state.epoch)} epochs; nothing to do")
+        return 0
+
+    snapshot = _Snapshotter(run, cfg, trainer) if cfg["dim"] == 2 else None
+    if snapshot is not None and int(state.epoch) == 0:
+        snapshot(0, state)
+    steps_per_epoch = train.shape[0] // cfg["batch_size"]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=cfg["epochs"],
+        initial=int(state.epoch),
+        desc="ffjord train",
+        unit="epoch",
+        disable=args.quiet or None,
+        file=sys.stderr,
+    )
+    try:
+        while int(state.epoch) < cfg["epochs"]:
+            new_state, record = trainer.run_epoch(state, train)
+            check_progress(record, steps_per_epoch)
+            state = new_state
+            eval_start = time.perf_counter()
+            record["test_nll"] = trainer.nll(state, test)
+            record["eval_seconds"] = time.perf_counter() - eval_start
+            record["wall_seconds"] = time.perf_counter() - started
+            if snapshot is not None:
+                snapshot(int(state.epoch), state)
+            run.append_metrics(record)  # metrics first, then the checkpoint: see _run.py
+            run.save_checkpoint(state)
+            history.append(record)
+            bar.set_postfix(
+                loss=f"{record['train_loss']:.3f}",
+                test_nll=f"{record['test_nll']:.3f}",
+                nfe=f"{record['nfe']:.0f}",
+            )
+            bar.update()
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"ffjord: interrupted; the checkpoint of epoch {int(state.epoch)} is saved in "
+            f"{run.path}; continue with: ffjord train --out {run.path} --resume",
+            file=sys.stderr,
+        )
+        return 130
+    except TrainingDiverged:
+        bar.close()
+        raise
+    bar.close()
+    if args.figures:
+        draw_figures(run, cfg, trainer, state, train)
+    summary = {
+        "run": str(run.path),
+        "epochs": int(state.epoch),
+        "test_nll": history[-1]["test_nll"] if history else None,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+class _Snapshotter:
+    """Saves the image of fixed base samples and of the tutorial's grid after each epoch."""
+
+    def __init__(self, run: RunDir, cfg: dict[str, Any], trainer: Trainer):
+        self.run = run
+        key = jax.random.fold_in(jax.random.key(cfg["seed"]), 2)
+        base = trainer.dist.base
+        self.samples = np.asarray(base.sample(key, (SNAPSHOT_POINTS - 800,)), np.float32)
+        self.grid = plotting.make_grid(*_grid_limits(cfg), gridlines=4, pts=100).astype(np.float32)
+        self.trainer = trainer
+
+    def __call__(self, epoch: int, state: TrainState) -> None:
+        bijector = self.trainer.model(state).bijector
+        moved = transform(bijector, np.concatenate([self.samples, self.grid]))
+        n = self.samples.shape[0]
+        self.run.save_snapshot(epoch, moved[:n], moved[n:])
+
+
+def _grid_limits(cfg: dict[str, Any]) -> tuple[float, float, float, float]:
+    # The tutorial's grid spans [-3, 3]^2 in base space, where the base N(0, 0.8^2) lives.
+    return (-3.0, 3.0, -3.0, 3.0)
+
+
+def draw_figures(
+    run: RunDir, cfg: dict[str, Any], trainer: Trainer, state: TrainState, train: np.ndarray
+) -> list[Path]:
+    """All figures of a run; returns their paths."""
+    history = run.read_metrics(int(state.epoch))
+    figures = run.figures
+    figures.mkdir(exist_ok=True)
+    written = []
+    reference = None
+    if cfg["data"] in datasets.TOY_DATASETS:
+        reference = datasets.toy_entropy(cfg["data"], n=20_000)
+    if history:
+        plotting.plot_curves(figures / "curves.png", history, reference=reference)
+        written.append(figures / "curves.png")
+    model = trainer.model(state)
+    if cfg["dim"] == 1:
+        samples = transform(model.bijector, _base_samples(model, cfg, 8192))
+        lo, hi = np.percentile(train, [0.5, 99.5])
+        xs = np.linspace(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo), 400)[:, None]
+        lp = trainer.log_prob(state, xs.astype(train.dtype))
+        plotting.plot_histogram_1d(
+            figures / "histogram.png", train[:, 0], samples[:, 0], log_prob_grid=(xs[:, 0], lp)
+        )
+        written.append(figures / "histogram.png")
+    if cfg["dim"] != 2:
+        return written
+    limits = tuple(cfg["limits"])
+    snaps = run.load_snapshots(int(state.epoch))
+    base_grid = plotting.make_grid(*_grid_limits(cfg), gridlines=4, pts=100)
+    snapshotter_base = _Snapshotter(run, cfg, trainer).samples
+    for name, snap in (
+        ("before", snaps[0] if snaps and snaps[0][0] == 0 else None),
+        ("after", snaps[-1] if snaps else None),
+    ):
+        if snap is None:
+            continue
+        epoch, samples, grid = snap
+        plotting.plot_flow_panels(
+            figures / f"{name}.png",
+            grid=base_grid,
+            base_samples=snapshotter_base,
+            transformed_grid=grid,
+            transformed_samples=samples,
+            data=train,
+            limits=limits,
+            title=f"{cfg['data']} — {'before training' if epoch == 0 else f'after epoch {epoch}'}",
+        )
+        written.append(figures / f"{name}.png")
+    if len(snaps) > 1:
+        plotting.animate_flow(
+            figures / "animation.gif",
+            [s for _, s, _ in snaps],
+            data=train,
+            limits=limits,
+            labels=[f"epoch {e}" for e, _, _ in snaps],
+        )
+        written.append(figures / "animation.gif")
+    points, shape = plotting.density_grid(limits, 150)
+    lp = trainer.log_prob(state, points.astype(train.dtype))
+    plotting.plot_density(
+        figures / "density.png",
+        lp.reshape(shape),
+        limits=limits,
+        title=f"model density after epoch {int(state.epoch)}",
+    )
+    written.append(figures / "density.png")
+    return written
+
+
+def _base_samples(model, cfg: dict[str, Any], n: int) -> np.ndarray:
+    key = jax.random.fold_in(jax.random.key(cfg["seed"]), 3)
+    return np.asarray(model.base.sample(key, (n,)), np.float32)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _, cfg, trainer, state = _open_run(args.run)
+    points = _read_points(args.data, cfg["dim"], "data")
+    lp = trainer.log_prob(state, points)
+    if not np.all(np.isfinite(lp)):
+        raise InputError(f"the model's density is not finite at some points of {args.data}")
+    nll = float(-np.mean(lp))
+    result = {"nll": nll, "bits_per_dim": nll / (cfg["dim"] * math.log(2)), "n": len(points)}
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if args.n is None or args.n <= 0:
+        raise InputError(f"-n must be a positive integer, got {args.n}")
+    out = _check_output(args.output, args.force)
+    _, cfg, trainer, state = _open_run(args.run)
+    model = trainer.model(state)
+    key = jax.random.key(args.seed)
+    base = np.asarray(model.base.sample(key, (args.n,)), np.float32)
+    samples = transform(model.bijector, as_training_array(base))
+    _save_npy(out, samples)
+    print(json.dumps({"samples": str(out), "n": args.n, "dim": cfg["dim"]}))
+    return 0
+
+
+def cmd_density(args: argparse.Namespace) -> int:
+    out = _check_output(args.output, args.force)
+    _, cfg, trainer, state = _open_run(args.run)
+    points = _read_points(args.points, cfg["dim"], "points")
+    lp = trainer.log_prob(state, points)
+    _save_npy(out, lp)
+    print(json.dumps({"log_prob": str(out), "n": len(lp), "mean": float(np.mean(lp))}))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    run, cfg, trainer, state = _open_run(args.run)
+    train, _ = load_data(cfg)
+    written = draw_figures(run, cfg, trainer, state, as_training_array(train))
+    print(json.dumps({"figures": [str(p) for p in written]}))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "density": cmd_density,
+    "plot": cmd_plot,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ffjord` command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (InputError, TrainingDiverged, OSError, Exception) as err:
+        if debug:
+            raise
+        code = 2 if isinstance(err, InputError) else 1
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not isinstance(err, InputError | TrainingDiverged):
+            message = f"{type(err).__name__}: {message} (rerun with --debug for details)"
+        print(f"ffjord: error: {message}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("ffjord: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
