@@ -5,12 +5,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 PathLike = str | os.PathLike[str]
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Write through `write` into a temporary sibling, fsync it, then rename it onto `path`.
 
     A crash at any moment leaves either the previous file or the complete new one,

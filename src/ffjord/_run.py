@@ -247,7 +247,9 @@ class RunDir:
             )
         try:
             validate_options(cfg)
-            int(cfg["dim"]), int(cfg["n_train"]), int(cfg["n_test"])
+            for name in ("dim", "n_train", "n_test"):
+                if int(cfg[name]) < 1:
+                    raise ValueError(f"{name} must be positive")
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{self.config} is incomplete or corrupt ({err})") from None
         return cfg

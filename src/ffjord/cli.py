@@ -424,9 +424,27 @@ COMMANDS = {
 }
 
 
+def _enable_compilation_cache() -> None:
+    """Reuse compiled programs across runs (JAX's persistent cache); never fatal."""
+    import os
+
+    directory = os.environ.get("FFJORD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ffjord", "jax"
+    )
+    if os.environ.get("FFJORD_NO_CACHE"):
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    except Exception:  # a read-only home, an old JAX: run without the cache
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ffjord` command; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    _enable_compilation_cache()
     debug = "--debug" in argv
     try:
         args = _parser().parse_args(argv)
