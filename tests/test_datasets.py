@@ -739,6 +739,7 @@ def test_split_holdout():
     np.testing.assert_array_equal(again[1], test)
     assert not np.array_equal(split_holdout(data, 0.1, seed=1)[1], test)
     assert split_holdout(data, 0.11)[1].shape == (4, 2)
+    assert split_holdout(np.zeros((25, 1)), 0.28)[1].shape == (7, 1)  # 0.28 * 25 > 7 in floats
     tr, te = split_holdout(np.zeros((2, 1)), 0.01)
     assert len(tr) == 1 and len(te) == 1
 

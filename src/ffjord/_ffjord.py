@@ -29,8 +29,10 @@ def _evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
 
 def _batched_field(field, t, z, context):
     if context is None:
-        return jax.vmap(lambda zi: field(t, zi, None))(z)
-    return jax.vmap(lambda zi, ci: field(t, zi, ci))(z, context)
+        out = jax.vmap(lambda zi: field(t, zi, None))(z)
+    else:
+        out = jax.vmap(lambda zi, ci: field(t, zi, ci))(z, context)
+    return out.astype(z.dtype)  # the state keeps the dtype of the user's points
 
 
 def _dynamics(t, z, args):
@@ -43,6 +45,7 @@ def _augmented_dynamics(t, state, args):
     z, _ = state
     field, context, probes, scale = args
     dz, jvp = jax.linearize(lambda u: _batched_field(field, t, u, context), z)
+    probes = probes.astype(z.dtype)
     j_probes = jax.vmap(jvp)(probes)  # (m, n, d): J v for every probe v, every point
     trace = scale * jnp.sum(j_probes * probes, axis=(0, 2))
     return dz, trace

@@ -129,7 +129,10 @@ def describe_data(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["dim"] = int(data.shape[1])
     std = train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    cfg["standardize"] = {"shift": train.mean(axis=0).tolist(), "scale": std.tolist()}
+    cfg["standardize"] = {
+        "shift": [float(v) for v in train.mean(axis=0)],
+        "scale": [float(v) for v in std],
+    }
     cfg["base_scale"] = BASE_SCALE_FILE
     cfg["limits"] = _limits(train) if cfg["dim"] == 2 else None
     return cfg
@@ -138,7 +141,8 @@ def describe_data(cfg: dict[str, Any]) -> dict[str, Any]:
 def _limits(points: np.ndarray) -> list[float]:
     lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
     centre, half = (lo + hi) / 2, float(np.max(hi - lo)) * 0.65
-    return [centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half]
+    box = [centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half]
+    return [float(v) for v in box]
 
 
 def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

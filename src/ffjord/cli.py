@@ -307,7 +307,7 @@ def draw_figures(
     written = []
     reference = None
     if cfg["data"] in datasets.TOY_DATASETS:
-        reference = datasets.toy_entropy(cfg["data"], n=20_000)
+        reference = datasets.toy_entropy(cfg["data"], method="quadrature")
     if history:
         plotting.plot_curves(figures / "curves.png", history, reference=reference)
         written.append(figures / "curves.png")
