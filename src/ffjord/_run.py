@@ -171,22 +171,30 @@ def as_training_array(points: np.ndarray) -> np.ndarray:
 # Model ---------------------------------------------------------------------------------------
 
 
+@eqx.filter_jit
+def _init_fields(key, dim: int, hidden: int, layers: int, blocks: int) -> list[MLPField]:
+    """Initialise every block's field in one compiled call (many small eager ops are slow)."""
+    return [MLPField(dim, hidden, layers, key=k) for k in jax.random.split(key, blocks)]
+
+
 def build_model(cfg: dict[str, Any]) -> TransformedDistribution:
     """The flow of a configuration, with its initial parameters (from `seed`)."""
     dim = cfg["dim"]
-    keys = jax.random.split(jax.random.key(cfg["seed"]), cfg["blocks"])
+    fields = _init_fields(
+        jax.random.key(cfg["seed"]), dim, cfg["hidden"], cfg["layers"], cfg["blocks"]
+    )
     trace = ExactTrace() if cfg["trace"] == "exact" else HutchinsonTrace()
     solver = SOLVERS[cfg["solver"]]()
     blocks = [
         FFJORD(
-            MLPField(dim, cfg["hidden"], cfg["layers"], key=k),
+            field,
             trace=trace,
             solver=solver,
             rtol=cfg["rtol"],
             atol=cfg["atol"],
             max_steps=cfg["max_steps"],
         )
-        for k in keys
+        for field in fields
     ]
     bijector = Chain(blocks)
     if cfg.get("standardize"):
@@ -218,6 +226,17 @@ def train_key(cfg: dict[str, Any]) -> jax.Array:
 
 
 # Files ---------------------------------------------------------------------------------------
+
+
+def _load_leaf(f, like):
+    """One checkpoint leaf. A float array takes the precision of `like`, so a run saved
+    in JAX's default 32-bit mode also opens under JAX_ENABLE_X64 (and vice versa)."""
+    if isinstance(like, jax.Array) and jnp.issubdtype(like.dtype, jnp.floating):
+        value = np.load(f, allow_pickle=False)
+        if np.issubdtype(value.dtype, np.floating):
+            return jnp.asarray(value, dtype=like.dtype)
+        return jnp.asarray(value)  # a wrong kind is refused by the shape/dtype check
+    return eqx.default_deserialise_filter_spec(f, like)
 
 
 class RunDir:
@@ -270,7 +289,7 @@ class RunDir:
             raise InputError(f"{self.path} has no checkpoint yet; train it first")
         try:
             with open(self.checkpoint, "rb") as f:
-                state = eqx.tree_deserialise_leaves(f, template)
+                state = eqx.tree_deserialise_leaves(f, template, filter_spec=_load_leaf)
                 if f.read(1):
                     raise ValueError("trailing bytes")
         except Exception as err:  # any malformed content: never a traceback
@@ -298,6 +317,15 @@ class RunDir:
             if up_to_epoch is None or epoch <= up_to_epoch:
                 by_epoch[epoch] = record
         return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def stale_temps(self) -> list[Path]:
+        """Temporary files left by a writer that was killed (`atomic_write`'s `.NAME.*.tmp`)."""
+        folders = (self.path, self.snapshots, self.figures)
+        return [p for d in folders if d.is_dir() for p in d.glob(".*.tmp") if p.is_file()]
+
+    def remove_stale_temps(self) -> None:
+        for path in self.stale_temps():
+            path.unlink(missing_ok=True)
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in records))

@@ -1,6 +1,9 @@
 """Maximum-likelihood training: `fit`, the jitted epoch, and held-out evaluation."""
 
+import contextlib
+import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -161,14 +164,26 @@ class Trainer:
         return new_state, losses, ok, nfe, steps
 
     def _epoch_inputs(self, state: TrainState, data: np.ndarray):
-        key = jax.random.wrap_key_data(state.key) if not _is_typed_key(state.key) else state.key
-        epoch_key = jax.random.fold_in(key, state.epoch)
-        shuffle_key, noise_key = jax.random.split(epoch_key)
         n_batches = data.shape[0] // self.batch_size
-        order = np.asarray(jax.random.permutation(shuffle_key, data.shape[0]))
-        used = order[: n_batches * self.batch_size]  # drop the last partial batch
+        order, step_keys = _shuffle_and_keys(state.key, state.epoch, data.shape[0], n_batches)
+        used = np.asarray(order)[: n_batches * self.batch_size]  # drop the last partial batch
         batches = data[used].reshape(n_batches, self.batch_size, data.shape[1])
-        return jnp.asarray(batches), jax.random.split(noise_key, n_batches)
+        return jnp.asarray(batches), step_keys
+
+    def compile_epoch(
+        self, state: TrainState, data: np.ndarray, meanwhile: Callable[[], Any] | None = None
+    ) -> None:
+        """Compile the epoch ahead of time, running `meanwhile` in a thread during XLA's
+        compilation (e.g. to compile the evaluation functions on the other core)."""
+        batches, keys = self._epoch_inputs(state, data)
+        lowered = self._epoch_fn.lower(state, batches, keys)  # tracing holds the GIL
+        worker = None
+        if meanwhile is not None:
+            worker = threading.Thread(target=_quietly(meanwhile), daemon=True)
+            worker.start()
+        lowered.compile()  # XLA releases the GIL: the worker traces meanwhile
+        if worker is not None:
+            worker.join()
 
     def run_epoch(self, state: TrainState, data: np.ndarray) -> tuple[TrainState, dict]:
         """Train one epoch over shuffled full batches; return the new state and its record."""
@@ -213,6 +228,22 @@ class Trainer:
     def nll(self, state: TrainState, points: np.ndarray) -> float:
         """Mean negative log-likelihood (nats per point)."""
         return float(-np.mean(self.log_prob(state, points)))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _shuffle_and_keys(key_data: Array, epoch: Array, n: int, n_batches: int):
+    """The epoch's data order and one key per step, all derived from (key, epoch)."""
+    key = key_data if _is_typed_key(key_data) else jax.random.wrap_key_data(key_data)
+    shuffle_key, noise_key = jax.random.split(jax.random.fold_in(key, epoch))
+    return jax.random.permutation(shuffle_key, n), jax.random.split(noise_key, n_batches)
+
+
+def _quietly(fn: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        with contextlib.suppress(Exception):  # a warm-up: the real call reports problems
+            fn()
+
+    return run
 
 
 def _is_typed_key(key) -> bool:

@@ -43,7 +43,7 @@ OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + message
-        raise InputError(f"{message} (see ffjord {self.prog.split()[-1]} --help)")
+        raise InputError(f"{message} (see {self.prog} --help)")  # "ffjord" or "ffjord train"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -179,8 +179,7 @@ def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
             )
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
-        validate_options(cfg)
-        run.write_config(cfg)
+        validate_options(cfg)  # written by cmd_train once the checkpoint has loaded
     return cfg
 
 
@@ -191,14 +190,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if run.path.exists() and not run.path.is_dir():
             raise InputError(f"--out {run.path} is an existing file; give a new directory")
-        if run.path.is_dir() and any(run.path.iterdir()):
+        leftovers = set(run.stale_temps())  # a killed first attempt's temporaries only
+        if run.path.is_dir() and any(p not in leftovers for p in run.path.iterdir()):
             raise InputError(
                 f"--out {run.path} already holds files; use --resume to continue that run "
                 "or choose a new directory"
             )
         cfg = _new_config(args)
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
     started = time.perf_counter()
     train, test = (as_training_array(a) for a in load_data(cfg))
     if train.shape[0] < cfg["batch_size"]:
@@ -210,6 +208,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = trainer.init(train_key(cfg))
     if run.checkpoint.exists():
         state = run.load_checkpoint(state)
+    if args.resume and args.epochs is not None and args.epochs < int(state.epoch):
+        raise InputError(
+            f"--epochs {args.epochs} is fewer than the {int(state.epoch)} epochs this run has "
+            "already trained; give a larger number"
+        )
+    # Every input is checked: only now create the run or record a new --epochs, so a
+    # refused command leaves no half-made directory and changes nothing in a run.
+    if not args.resume or args.epochs is not None:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+    run.remove_stale_temps()
     history = run.read_metrics(int(state.epoch))
     run.write_metrics(history)
     if int(state.epoch) >= cfg["epochs"]:
@@ -217,8 +226,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
 
     snapshot = _Snapshotter(run, cfg, trainer) if cfg["dim"] == 2 else None
-    if snapshot is not None and int(state.epoch) == 0:
-        snapshot(0, state)
+    start_state = state
+
+    def meanwhile() -> None:  # compiles evaluation and snapshots on the other core
+        trainer.nll(start_state, test)
+        if snapshot is not None:
+            if int(start_state.epoch) == 0:
+                snapshot(0, start_state)
+            else:
+                snapshot.warm_up(start_state)
+
+    trainer.compile_epoch(state, train, meanwhile=meanwhile)
+    if snapshot is not None and int(state.epoch) == 0 and not run.snapshot_path(0).exists():
+        snapshot(0, state)  # the warm-up failed; try again here, where errors show
     steps_per_epoch = train.shape[0] // cfg["batch_size"]
     from tqdm.auto import tqdm
 
@@ -252,9 +272,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update()
     except KeyboardInterrupt:
         bar.close()
+        saved = _saved_epoch(run, state)  # what is on disk, wherever Ctrl-C landed
+        done = (
+            f"the checkpoint of epoch {saved} is saved in {run.path}"
+            if saved
+            else "no epoch had finished"
+        )
         print(
-            f"ffjord: interrupted; the checkpoint of epoch {int(state.epoch)} is saved in "
-            f"{run.path}; continue with: ffjord train --out {run.path} --resume",
+            f"ffjord: interrupted; {done}; continue with: ffjord train --out {run.path} --resume",
             file=sys.stderr,
         )
         return 130
@@ -274,6 +299,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saved_epoch(run: RunDir, template: TrainState) -> int:
+    """The epoch of the checkpoint on disk (0 if there is none)."""
+    if not run.checkpoint.exists():
+        return 0
+    try:
+        return int(run.load_checkpoint(template).epoch)
+    except InputError:
+        return 0
+
+
 class _Snapshotter:
     """Saves the image of fixed base samples and of the tutorial's grid after each epoch."""
 
@@ -285,11 +320,18 @@ class _Snapshotter:
         self.grid = plotting.make_grid(*_grid_limits(cfg), gridlines=4, pts=100).astype(np.float32)
         self.trainer = trainer
 
-    def __call__(self, epoch: int, state: TrainState) -> None:
+    def _moved(self, state: TrainState) -> tuple[np.ndarray, np.ndarray]:
         bijector = self.trainer.model(state).bijector
         moved = transform(bijector, np.concatenate([self.samples, self.grid]))
         n = self.samples.shape[0]
-        self.run.save_snapshot(epoch, moved[:n], moved[n:])
+        return moved[:n], moved[n:]
+
+    def __call__(self, epoch: int, state: TrainState) -> None:
+        self.run.save_snapshot(epoch, *self._moved(state))
+
+    def warm_up(self, state: TrainState) -> None:
+        """Compile the snapshot's forward pass without saving anything."""
+        self._moved(state)
 
 
 def _grid_limits(cfg: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -424,6 +466,22 @@ COMMANDS = {
 }
 
 
+def _join_negative_numbers(argv: list[str]) -> list[str]:
+    """`--atol -1e-5` -> `--atol=-1e-5`, so argparse reports the value, not a missing one."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and arg.startswith("-"):
+            try:
+                float(arg)
+            except ValueError:
+                pass
+            else:
+                out[-1] = f"{out[-1]}={arg}"
+                continue
+        out.append(arg)
+    return out
+
+
 def _enable_compilation_cache() -> None:
     """Reuse compiled programs across runs (JAX's persistent cache); never fatal."""
     import os
@@ -447,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     _enable_compilation_cache()
     debug = "--debug" in argv
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(_join_negative_numbers(argv))
         return COMMANDS[args.command](args)
     except (InputError, TrainingDiverged, OSError, Exception) as err:
         if debug:
