@@ -172,18 +172,21 @@ class Trainer:
 
     def compile_epoch(
         self, state: TrainState, data: np.ndarray, meanwhile: Callable[[], Any] | None = None
-    ) -> None:
-        """Compile the epoch ahead of time, running `meanwhile` in a thread during XLA's
-        compilation (e.g. to compile the evaluation functions on the other core)."""
+    ) -> threading.Thread | None:
+        """Compile the epoch ahead of time; start `meanwhile` in a thread once tracing is done.
+
+        XLA's compilation releases the GIL, so `meanwhile` (e.g. compiling the evaluation
+        functions) runs on the other core. The thread is returned still running: join it
+        before using what it prepares.
+        """
         batches, keys = self._epoch_inputs(state, data)
         lowered = self._epoch_fn.lower(state, batches, keys)  # tracing holds the GIL
         worker = None
         if meanwhile is not None:
             worker = threading.Thread(target=_quietly(meanwhile), daemon=True)
             worker.start()
-        lowered.compile()  # XLA releases the GIL: the worker traces meanwhile
-        if worker is not None:
-            worker.join()
+        lowered.compile()  # fills the compilation caches the first epoch then uses
+        return worker
 
     def run_epoch(self, state: TrainState, data: np.ndarray) -> tuple[TrainState, dict]:
         """Train one epoch over shuffled full batches; return the new state and its record."""

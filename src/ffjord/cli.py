@@ -6,6 +6,8 @@ exits non-zero (2 for bad input, 1 for a run that could not finish, 130 on Ctrl-
 """
 
 import argparse
+import concurrent.futures
+import contextlib
 import json
 import math
 import sys
@@ -236,9 +238,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             else:
                 snapshot.warm_up(start_state)
 
-    trainer.compile_epoch(state, train, meanwhile=meanwhile)
-    if snapshot is not None and int(state.epoch) == 0 and not run.snapshot_path(0).exists():
-        snapshot(0, state)  # the warm-up failed; try again here, where errors show
+    warm_up = trainer.compile_epoch(state, train, meanwhile=meanwhile)
+    first_state = state
     steps_per_epoch = train.shape[0] // cfg["batch_size"]
     from tqdm.auto import tqdm
 
@@ -253,14 +254,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         while int(state.epoch) < cfg["epochs"]:
             new_state, record = trainer.run_epoch(state, train)
+            if warm_up is not None:  # evaluation and snapshots compiled meanwhile
+                warm_up.join()
+                warm_up = None
+                if snapshot is not None and not run.snapshot_path(0).exists():
+                    snapshot(0, first_state)  # the warm-up failed: retry where errors show
             check_progress(record, steps_per_epoch)
             state = new_state
             eval_start = time.perf_counter()
             record["test_nll"] = trainer.nll(state, test)
             record["eval_seconds"] = time.perf_counter() - eval_start
             record["wall_seconds"] = time.perf_counter() - started
-            if snapshot is not None:
-                snapshot(int(state.epoch), state)
+            if snapshot is not None:  # drawn on the other core while the next epoch trains
+                snapshot.submit(int(state.epoch), state)
             run.append_metrics(record)  # metrics first, then the checkpoint: see _run.py
             run.save_checkpoint(state)
             history.append(record)
@@ -272,6 +278,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update()
     except KeyboardInterrupt:
         bar.close()
+        if snapshot is not None:
+            with contextlib.suppress(Exception):
+                snapshot.wait()
         saved = _saved_epoch(run, state)  # what is on disk, wherever Ctrl-C landed
         done = (
             f"the checkpoint of epoch {saved} is saved in {run.path}"
@@ -283,10 +292,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except TrainingDiverged:
+    finally:
         bar.close()
-        raise
-    bar.close()
+        if snapshot is not None:
+            snapshot.wait()  # a failed snapshot (e.g. a full disk) is reported here
     if args.figures:
         draw_figures(run, cfg, trainer, state, train)
     summary = {
@@ -319,6 +328,8 @@ class _Snapshotter:
         self.samples = np.asarray(base.sample(key, (SNAPSHOT_POINTS - 800,)), np.float32)
         self.grid = plotting.make_grid(*_grid_limits(cfg), gridlines=4, pts=100).astype(np.float32)
         self.trainer = trainer
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "ffjord-snapshot")
+        self._pending: concurrent.futures.Future | None = None
 
     def _moved(self, state: TrainState) -> tuple[np.ndarray, np.ndarray]:
         bijector = self.trainer.model(state).bijector
@@ -328,6 +339,17 @@ class _Snapshotter:
 
     def __call__(self, epoch: int, state: TrainState) -> None:
         self.run.save_snapshot(epoch, *self._moved(state))
+
+    def submit(self, epoch: int, state: TrainState) -> None:
+        """Save the snapshot in a background thread (one at a time)."""
+        self.wait()
+        self._pending = self._executor.submit(self, epoch, state)
+
+    def wait(self) -> None:
+        """Wait for the snapshot in flight; its errors surface here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def warm_up(self, state: TrainState) -> None:
         """Compile the snapshot's forward pass without saving anything."""
