@@ -219,10 +219,10 @@ class Chain(AbstractBijector):
 
     def _apply(self, x, context, key, *, inverse, log_det, throw):
         n = len(self.bijectors)
-        keys = [None] * n if key is None else list(jax.random.split(key, n))
         first = self.bijectors[0]
         if n > 1 and all(_same_structure(first, b) for b in self.bijectors[1:]):
             return self._scan(x, context, key, inverse=inverse, log_det=log_det, throw=throw)
+        keys = [None] * n if key is None else list(jax.random.split(key, n))
         order = range(n - 1, -1, -1) if inverse else range(n)
         total_ld = jnp.zeros(x.shape[:1], x.dtype)
         stats = SolveStats.zero()

@@ -323,10 +323,8 @@ class _Snapshotter:
 
     def __init__(self, run: RunDir, cfg: dict[str, Any], trainer: Trainer):
         self.run = run
-        key = jax.random.fold_in(jax.random.key(cfg["seed"]), 2)
-        base = trainer.dist.base
-        self.samples = np.asarray(base.sample(key, (SNAPSHOT_POINTS - 800,)), np.float32)
-        self.grid = plotting.make_grid(*_grid_limits(cfg), gridlines=4, pts=100).astype(np.float32)
+        self.samples = _base_samples(trainer.dist, cfg, SNAPSHOT_POINTS - 2 * 4 * 100)
+        self.grid = _base_grid().astype(np.float32)
         self.trainer = trainer
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "ffjord-snapshot")
         self._pending: concurrent.futures.Future | None = None
@@ -356,9 +354,10 @@ class _Snapshotter:
         self._moved(state)
 
 
-def _grid_limits(cfg: dict[str, Any]) -> tuple[float, float, float, float]:
-    # The tutorial's grid spans [-3, 3]^2 in base space, where the base N(0, 0.8^2) lives.
-    return (-3.0, 3.0, -3.0, 3.0)
+def _base_grid() -> np.ndarray:
+    """The tutorial's grid: 4 horizontal and 4 vertical lines of 100 points over [-3, 3]^2
+    in base space, where the base N(0, 0.8^2 I) lives."""
+    return plotting.make_grid(-3.0, 3.0, -3.0, 3.0, gridlines=4, pts=100)
 
 
 def draw_figures(
@@ -389,8 +388,8 @@ def draw_figures(
         return written
     limits = tuple(cfg["limits"])
     snaps = run.load_snapshots(int(state.epoch))
-    base_grid = plotting.make_grid(*_grid_limits(cfg), gridlines=4, pts=100)
-    snapshotter_base = _Snapshotter(run, cfg, trainer).samples
+    base_grid = _base_grid()
+    snapshotter_base = _base_samples(trainer.dist, cfg, SNAPSHOT_POINTS - 2 * 4 * 100)
     for name, snap in (
         ("before", snaps[0] if snaps and snaps[0][0] == 0 else None),
         ("after", snaps[-1] if snaps else None),
@@ -430,9 +429,10 @@ def draw_figures(
     return written
 
 
-def _base_samples(model, cfg: dict[str, Any], n: int) -> np.ndarray:
-    key = jax.random.fold_in(jax.random.key(cfg["seed"]), 3)
-    return np.asarray(model.base.sample(key, (n,)), np.float32)
+def _base_samples(dist, cfg: dict[str, Any], n: int) -> np.ndarray:
+    """`n` fixed draws from the base (the same in every epoch's snapshot and figure)."""
+    key = jax.random.fold_in(jax.random.key(cfg["seed"]), 2)
+    return np.asarray(dist.base.sample(key, (n,)), np.float32)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
