@@ -72,15 +72,21 @@ def tfp_side(out: str, steps: int, epochs: int, seed: int) -> None:
         for i, layer in enumerate(m.layers)
         for kind in ("w", "b")
     }
-    optimizer = snt.optimizers.Adam(tf.Variable(1e-2, trainable=False))
 
-    @tf.function
-    def step(batch):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(dist.log_prob(batch))
-        variables = tape.watched_variables()
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
+    def make_step():
+        optimizer = snt.optimizers.Adam(tf.Variable(1e-2, trainable=False))
+
+        @tf.function
+        def step(batch):
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_mean(dist.log_prob(batch))
+            variables = tape.watched_variables()
+            optimizer.apply(tape.gradient(loss, variables), variables)
+            return loss
+
+        return step
+
+    step = make_step()
 
     @tf.function
     def log_prob(x):
@@ -99,15 +105,7 @@ def tfp_side(out: str, steps: int, epochs: int, seed: int) -> None:
         for i, layer in enumerate(m.layers):
             layer.w.assign(weights[f"{b}_{i}_w"])
             layer.b.assign(weights[f"{b}_{i}_b"])
-    optimizer = snt.optimizers.Adam(tf.Variable(1e-2, trainable=False))
-
-    @tf.function
-    def step2(batch):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(dist.log_prob(batch))
-        variables = tape.watched_variables()
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
+    step2 = make_step()  # a fresh Adam state
 
     ds = tf.data.Dataset.from_tensor_slices(moons).cache().shuffle(8192).batch(256)
     nlls = []

@@ -501,6 +501,23 @@ def _bad_rows(x: FloatArray) -> int:
     return int(np.count_nonzero(~np.all(np.isfinite(x), axis=1)))
 
 
+def _finite_float(arr: npt.NDArray[Any], label: str) -> FloatArray:
+    """`arr` as floats, refusing rows with NaN/inf (or values that overflow float32)."""
+    out = _as_float(arr)
+    bad = _bad_rows(out)
+    if bad:
+        if np.all(np.isfinite(arr)):
+            raise InputError(
+                f"{label} has values too large for float32 in {bad} of {arr.shape[0]} rows; "
+                "rescale them"
+            )
+        raise InputError(
+            f"{label} has NaN or infinite values in {bad} of {arr.shape[0]} rows; "
+            "remove or fill them"
+        )
+    return out
+
+
 def validate_points(x: npt.ArrayLike, *, dim: int | None = None, what: str = "data") -> FloatArray:
     """Check an array of points: rank 2, non-empty, finite, optionally of dimension `dim`.
 
@@ -535,18 +552,7 @@ def validate_points(x: npt.ArrayLike, *, dim: int | None = None, what: str = "da
         raise InputError(f"{what} has no rows")
     if arr.shape[1] == 0:
         raise InputError(f"{what} has 0 columns")
-    out = _as_float(arr)
-    bad = _bad_rows(out)
-    if bad:
-        if np.all(np.isfinite(arr)):
-            raise InputError(
-                f"{what} has values too large for float32 in {bad} of {arr.shape[0]} rows; "
-                "rescale them"
-            )
-        raise InputError(
-            f"{what} has NaN or infinite values in {bad} of {arr.shape[0]} rows; "
-            "remove or fill them"
-        )
+    out = _finite_float(arr, what)
     if dim is not None and arr.shape[1] != dim:
         raise InputError(
             f"{what} has dimension {arr.shape[1]} but the model was trained on dimension {dim}"
@@ -721,18 +727,7 @@ def load_array(path: str | os.PathLike[str]) -> FloatArray:
         raise InputError(f"{where} has no rows; save an array of shape (n, d) with n >= 1")
     if arr.shape[1] == 0:
         raise InputError(f"{where} has 0 columns; save an array of shape (n, d) with d >= 1")
-    out = _as_float(arr)
-    bad = _bad_rows(out)
-    if bad:
-        if np.all(np.isfinite(arr)):
-            raise InputError(
-                f"{where} has values too large for float32 in {bad} of {arr.shape[0]} rows; "
-                "rescale them"
-            )
-        raise InputError(
-            f"{where} has NaN or infinite values in {bad} of {arr.shape[0]} rows; "
-            "remove or fill them"
-        )
+    out = _finite_float(arr, where)
     return out if out.flags.writeable else out.copy()  # not a view of the file's bytes
 
 
