@@ -53,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import sklearn.datasets
 
 from ffjord._errors import InputError
 
@@ -143,6 +142,8 @@ def _sample_arcs(rng: np.random.Generator, n: int, arcs: list[Arc], noise: float
 
 
 def _sample_moons(n: int, seed: int) -> F64:
+    import sklearn.datasets  # imported here: it costs about a second at start-up
+
     x, _ = sklearn.datasets.make_moons(n_samples=n, noise=_MOONS_NOISE, random_state=seed)
     perm = np.random.default_rng(seed).permutation(n)
     return np.asarray(x, dtype=np.float64)[perm]
