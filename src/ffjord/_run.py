@@ -109,11 +109,13 @@ def describe_data(cfg: dict[str, Any]) -> dict[str, Any]:
     """Fill in what the data fixes: dimension, sizes, standardisation, plot limits."""
     name = cfg["data"]
     if name in datasets.TOY_DATASETS:
-        train, _ = load_data(cfg | {"standardize": None})
         cfg["dim"] = 2
         cfg["standardize"] = None
         cfg["base_scale"] = BASE_SCALE_TOY
-        cfg["limits"] = [-3.0, 3.0, -3.0, 3.0] if name == "moons" else _limits(train)
+        if name == "moons":  # the tutorial's fixed limits
+            cfg["limits"] = [-3.0, 3.0, -3.0, 3.0]
+        else:
+            cfg["limits"] = _limits(datasets.sample_toy(name, cfg["n_train"], cfg["seed"]))
         return cfg
     path = Path(name).expanduser()
     if path.suffix.lower() not in (".npy", ".csv") and not path.exists():
