@@ -40,6 +40,17 @@ def _dynamics(t, z, args):
     return _batched_field(field, t, z, context)
 
 
+def _divergence_dynamics(t, state, args):
+    """d/dt (z, log-det) = (f(t, z), tr(df/dz)), from the field's own exact divergence."""
+    z, _ = state
+    field, context, _, _ = args
+    if context is None:
+        dz, div = jax.vmap(lambda zi: field.value_and_divergence(t, zi, None))(z)
+    else:
+        dz, div = jax.vmap(lambda zi, ci: field.value_and_divergence(t, zi, ci))(z, context)
+    return dz.astype(z.dtype), div.astype(z.dtype)
+
+
 def _augmented_dynamics(t, state, args):
     """d/dt (z, log-det) = (f(t, z), scale * sum_v v^T (df/dz) v), per point."""
     z, _ = state
@@ -58,7 +69,10 @@ class FFJORD(AbstractBijector):
     instantaneous change of variables $d\log|\det| / dt = \mathrm{Tr}(\partial f/\partial z)$,
     together in one augmented solve; the inverse is the same solve run from $t_1$
     back to $t_0$. `field` is any callable `field(t, z, context)` on one point `z` of
-    shape `(d,)`, e.g. [`ffjord.MLPField`][].
+    shape `(d,)`, e.g. [`ffjord.MLPField`][]. With the exact trace, a field that also
+    has `value_and_divergence(t, z, context) -> (dz/dt, tr(d(dz/dt)/dz))` (as
+    `MLPField` does) supplies its own divergence; otherwise the trace takes `d`
+    Jacobian-vector products.
 
     By default all points of a batch are integrated as one ODE with shared adaptive
     steps (fast); a point's result then depends on its batch-mates at the level of
@@ -161,6 +175,13 @@ class FFJORD(AbstractBijector):
         dim = getattr(self.field, "dim", None)
         return dim if isinstance(dim, int) else None
 
+    @property
+    def _closed_form_trace(self) -> bool:
+        """The exact trace comes from the field's `value_and_divergence` when it has one."""
+        return isinstance(self.trace, ExactTrace) and callable(
+            getattr(self.field, "value_and_divergence", None)
+        )
+
     def _check_context(self, context):
         context_dim = getattr(self.field, "context_dim", None)
         if not isinstance(context_dim, int):
@@ -176,7 +197,9 @@ class FFJORD(AbstractBijector):
     def _apply(self, x, context, key, *, inverse, log_det, throw):
         self._check_context(context)
         n, d = x.shape
-        if log_det:
+        if log_det and self._closed_form_trace:
+            probes, scale = None, 1.0  # the field computes its exact divergence itself
+        elif log_det:
             probes, scale = self.trace.probes(key, n, d, x.dtype)
         else:
             probes, scale = None, 1.0
@@ -199,7 +222,8 @@ class FFJORD(AbstractBijector):
         t0, t1 = (self.t1, self.t0) if inverse else (self.t0, self.t1)
         dt0 = None if self.dt0 is None else (self.dt0 if t1 > t0 else -self.dt0)
         if log_det:
-            term = diffrax.ODETerm(_augmented_dynamics)
+            dynamics = _divergence_dynamics if probes is None else _augmented_dynamics
+            term = diffrax.ODETerm(dynamics)
             y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
         else:
             term = diffrax.ODETerm(_dynamics)

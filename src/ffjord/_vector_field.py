@@ -72,10 +72,7 @@ class MLPField(eqx.Module):
         self.dim = dim
         self.context_dim = context_dim
 
-    def __call__(
-        self, t: Float[Array, ""] | float, z: Float[Array, " d"], context: Array | None = None
-    ) -> Float[Array, " d"]:
-        """Evaluate dz/dt at one point `z` of shape `(dim,)`."""
+    def _input(self, t, z, context):
         t_z = jnp.broadcast_to(jnp.asarray(t, dtype=z.dtype), z.shape)
         parts = [t_z, z]
         if self.context_dim:
@@ -84,7 +81,52 @@ class MLPField(eqx.Module):
                     f"MLPField was built with context_dim={self.context_dim}: pass context="
                 )
             parts.append(jnp.asarray(context, dtype=z.dtype))
-        h = jnp.concatenate(parts)
+        return jnp.concatenate(parts)
+
+    def __call__(
+        self, t: Float[Array, ""] | float, z: Float[Array, " d"], context: Array | None = None
+    ) -> Float[Array, " d"]:
+        """Evaluate dz/dt at one point `z` of shape `(dim,)`."""
+        h = self._input(t, z, context)
         for layer in self.layers[:-1]:
             h = jnp.tanh(layer(h))
         return self.layers[-1](h)
+
+    def value_and_divergence(
+        self, t: Float[Array, ""] | float, z: Float[Array, " d"], context: Array | None = None
+    ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+        """dz/dt and its divergence ``tr(d(dz/dt)/dz)`` at one point, exactly.
+
+        With up to 3 layers the trace has a closed form that costs about one extra
+        hidden-by-hidden product: writing the Jacobian as ``W3 D2 W2 D1 A`` (``A`` the
+        columns of the first layer that see `z`, ``Dk = diag(1 - tanh^2)``),
+        ``tr = s2 . (W2 * (A W3)^T) s1`` with ``sk`` the diagonals of ``Dk``. Deeper
+        fields use one Jacobian-vector product per dimension. `ffjord.ExactTrace` uses
+        this method, so the tutorial's model never forms a Jacobian.
+
+        Example:
+            >>> import jax, ffjord
+            >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+            >>> dz, div = field.value_and_divergence(0.5, jax.numpy.ones(2))
+            >>> dz.shape, div.shape
+            ((2,), ())
+        """
+        n_layers = len(self.layers)
+        if n_layers > 3:
+            dz, jvp = jax.linearize(lambda u: self(t, u, context), z)
+            eye = jnp.eye(self.dim, dtype=z.dtype)
+            return dz, jnp.sum(jax.vmap(jvp)(eye) * eye)
+        h = self._input(t, z, context)
+        a = self.layers[0].weight[:, self.dim : 2 * self.dim]
+        slopes = []
+        for layer in self.layers[:-1]:
+            h = jnp.tanh(layer(h))
+            slopes.append(1 - h * h)
+        dz = self.layers[-1](h)
+        if n_layers == 1:
+            return dz, jnp.trace(a)
+        a_out = a @ self.layers[-1].weight  # A W_last: hidden x hidden
+        if n_layers == 2:
+            return dz, jnp.dot(slopes[0], jnp.diagonal(a_out))
+        mixed = self.layers[1].weight * a_out.T
+        return dz, jnp.dot(slopes[1], mixed @ slopes[0])
