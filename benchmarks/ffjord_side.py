@@ -122,9 +122,9 @@ def main(argv=None):
     t_setup_done = time.time()
     lower_s = compile_s = None
     try:
-        batches, keys = trainer._epoch_inputs(state, train)
+        batches = trainer._epoch_batches(state, train)
         t = time.time()
-        lowered = trainer._epoch_fn.lower(state, batches, keys)
+        lowered = trainer._epoch_fn.lower(state, batches)
         lower_s = time.time() - t
         t = time.time()
         lowered.compile()

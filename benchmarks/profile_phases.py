@@ -68,10 +68,10 @@ def main() -> None:
     trainer = make_trainer(cfg)
     state = trainer.init(train_key(cfg))
     train, test = load_data(cfg)
-    batches, keys = trainer._epoch_inputs(state, train)
+    batches = trainer._epoch_batches(state, train)
     result["setup_s"] = time.time() - t
     t = time.time()
-    lowered = trainer._epoch_fn.lower(state, batches, keys)
+    lowered = trainer._epoch_fn.lower(state, batches)
     result["trace_lower_s"] = time.time() - t
     t = time.time()
     lowered.compile()

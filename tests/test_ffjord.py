@@ -255,6 +255,23 @@ def test_mlp_field_context_and_init(getkey):
         ffjord.MLPField(2, 0, 3, key=getkey())
 
 
+def test_mlp_field_init_is_a_truncated_normal_fixed_by_the_key():
+    def weights(key):
+        layers = ffjord.MLPField(3, 64, 3, key=key).layers
+        return np.concatenate([np.ravel(layer.weight) for layer in layers])
+
+    # Both kinds of key give the same draw; another key gives another one.
+    np.testing.assert_array_equal(weights(jax.random.key(7)), weights(jax.random.PRNGKey(7)))
+    assert not np.allclose(weights(jax.random.key(7)), weights(jax.random.key(8)))
+    field = ffjord.MLPField(3, 64, 3, key=jax.random.key(7))
+    units = np.concatenate([np.ravel(w.weight) * np.sqrt(w.weight.shape[1]) for w in field.layers])
+    # N(0, 1) truncated to [-2, 2]: variance 1 - 4 phi(2) / (2 Phi(2) - 1) = 0.7737.
+    assert units.size > 4000 and np.abs(units).max() <= 2.0 + 1e-6
+    assert abs(units.mean()) < 4 * np.sqrt(0.7737 / units.size)
+    np.testing.assert_allclose(units.var(), 0.7737, rtol=0.06)
+    assert 0.005 < np.mean(np.abs(units) > 1.9) < 0.025  # 0.0125 expected; clipping: 0.057
+
+
 class PlainField(eqx.Module):
     """Hides `value_and_divergence`, so FFJORD falls back to Jacobian-vector products."""
 

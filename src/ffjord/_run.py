@@ -173,10 +173,10 @@ def as_training_array(points: np.ndarray) -> np.ndarray:
 # Model ---------------------------------------------------------------------------------------
 
 
-@eqx.filter_jit
 def _init_fields(key, dim: int, hidden: int, layers: int, blocks: int) -> list[MLPField]:
-    """Initialise every block's field in one compiled call (many small eager ops are slow)."""
-    return [MLPField(dim, hidden, layers, key=k) for k in jax.random.split(key, blocks)]
+    """Every block's field, each from its own key (split once, no per-block JAX calls)."""
+    key_bits = np.asarray(jax.random.key_data(jax.random.split(key, blocks)))
+    return [MLPField(dim, hidden, layers, key=jax.random.wrap_key_data(k)) for k in key_bits]
 
 
 def build_model(cfg: dict[str, Any]) -> TransformedDistribution:

@@ -1,7 +1,6 @@
 """Maximum-likelihood training: `fit`, the jitted epoch, and held-out evaluation."""
 
 import contextlib
-import functools
 import math
 import threading
 import time
@@ -110,7 +109,7 @@ class Trainer:
         self.filter_spec = trainable(dist)
         self.num_traces = {"epoch": 0, "eval": 0}
         self._epoch_fn = eqx.filter_jit(self._epoch)
-        self._eval_fn = eqx.filter_jit(self._log_prob_chunks)
+        self._eval_fn = eqx.filter_jit(self._log_prob_chunk)
 
     # State ---------------------------------------------------------------------------------
 
@@ -132,10 +131,12 @@ class Trainer:
 
     # One epoch -----------------------------------------------------------------------------
 
-    def _epoch(self, state: TrainState, batches: Array, step_keys: Array):
+    def _epoch(self, state: TrainState, batches: Array):
         self.num_traces["epoch"] += 1  # runs only while tracing: counts compilations
         _, static = eqx.partition(self.dist, self.filter_spec)
         optimizer = self.optimizer
+        key = jax.random.wrap_key_data(state.key) if not _is_typed_key(state.key) else state.key
+        step_keys = jax.random.split(jax.random.fold_in(key, state.epoch), batches.shape[0])
 
         def loss_fn(params, batch, key):
             lp, stats = eqx.combine(params, static).log_prob_with_stats(batch, key=key)
@@ -163,12 +164,12 @@ class Trainer:
         new_state = TrainState(params, opt_state, state.epoch + 1, state.key)
         return new_state, losses, ok, nfe, steps
 
-    def _epoch_inputs(self, state: TrainState, data: np.ndarray):
+    def _epoch_batches(self, state: TrainState, data: np.ndarray) -> Array:
+        """The epoch's shuffled full batches, `(n_batches, batch_size, d)`."""
         n_batches = data.shape[0] // self.batch_size
-        order, step_keys = _shuffle_and_keys(state.key, state.epoch, data.shape[0], n_batches)
-        used = np.asarray(order)[: n_batches * self.batch_size]  # drop the last partial batch
-        batches = data[used].reshape(n_batches, self.batch_size, data.shape[1])
-        return jnp.asarray(batches), step_keys
+        order = _epoch_order(state.key, int(state.epoch), data.shape[0])
+        used = order[: n_batches * self.batch_size]  # drop the last partial batch
+        return jnp.asarray(data[used].reshape(n_batches, self.batch_size, data.shape[1]))
 
     def compile_epoch(
         self, state: TrainState, data: np.ndarray, meanwhile: Callable[[], Any] | None = None
@@ -179,8 +180,7 @@ class Trainer:
         functions) runs on the other core. The thread is returned still running: join it
         before using what it prepares.
         """
-        batches, keys = self._epoch_inputs(state, data)
-        lowered = self._epoch_fn.lower(state, batches, keys)  # tracing holds the GIL
+        lowered = self._epoch_fn.lower(state, self._epoch_batches(state, data))  # holds the GIL
         worker = None
         if meanwhile is not None:
             worker = threading.Thread(target=_quietly(meanwhile), daemon=True)
@@ -195,9 +195,9 @@ class Trainer:
                 f"the training set has {data.shape[0]} points, fewer than one batch of "
                 f"{self.batch_size}; lower the batch size"
             )
-        batches, keys = self._epoch_inputs(state, data)
+        batches = self._epoch_batches(state, data)
         start = time.perf_counter()
-        new_state, losses, ok, nfe, steps = self._epoch_fn(state, batches, keys)
+        new_state, losses, ok, nfe, steps = self._epoch_fn(state, batches)
         losses, ok, nfe, steps = jax.device_get((losses, ok, nfe, steps))
         seconds = time.perf_counter() - start
         n_ok = int(np.sum(ok))
@@ -213,32 +213,38 @@ class Trainer:
 
     # Evaluation ----------------------------------------------------------------------------
 
-    def _log_prob_chunks(self, dist, chunks: Array):
+    def _log_prob_chunk(self, dist, chunk: Array):
         self.num_traces["eval"] += 1
-        return jax.lax.map(lambda c: dist.log_prob_with_stats(c)[0], chunks)
+        return dist.log_prob_with_stats(chunk)[0]
 
     def log_prob(self, state_or_dist, points: np.ndarray) -> np.ndarray:
-        """Exact log-density of `points` (n, d) in fixed-size chunks (no recompilation)."""
+        """Exact log-density of `points` (n, d), in chunks of `eval_batch_size` points.
+
+        Every chunk has the same shape (the last one is padded), so any number of
+        points reuses one compiled program.
+        """
         dist = self.model(state_or_dist) if isinstance(state_or_dist, TrainState) else state_or_dist
         dist = exact_trace(dist)
         n, d = points.shape
-        size = min(self.eval_batch_size, n)
+        size = self.eval_batch_size
         n_chunks = -(-n // size)
         padded = np.concatenate([points, np.repeat(points[:1], n_chunks * size - n, 0)])
-        out = self._eval_fn(dist, jnp.asarray(padded.reshape(n_chunks, size, d)))
-        return np.asarray(out).reshape(-1)[:n]
+        chunks = [self._eval_fn(dist, jnp.asarray(c)) for c in np.split(padded, n_chunks)]
+        return np.concatenate([np.asarray(c) for c in chunks])[:n]
 
     def nll(self, state: TrainState, points: np.ndarray) -> float:
         """Mean negative log-likelihood (nats per point)."""
         return float(-np.mean(self.log_prob(state, points)))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _shuffle_and_keys(key_data: Array, epoch: Array, n: int, n_batches: int):
-    """The epoch's data order and one key per step, all derived from (key, epoch)."""
-    key = key_data if _is_typed_key(key_data) else jax.random.wrap_key_data(key_data)
-    shuffle_key, noise_key = jax.random.split(jax.random.fold_in(key, epoch))
-    return jax.random.permutation(shuffle_key, n), jax.random.split(noise_key, n_batches)
+def _epoch_order(key_data: Array, epoch: int, n: int) -> np.ndarray:
+    """The epoch's data order, fixed by (key, epoch): host-side, nothing to compile.
+
+    The argsort of raw PCG64 output (a stream NumPy keeps fixed across versions) seeded
+    with the key's bits and the epoch.
+    """
+    seed = np.random.SeedSequence([*np.asarray(key_data).ravel().tolist(), epoch])
+    return np.argsort(np.random.PCG64(seed).random_raw(n), kind="stable")
 
 
 def _quietly(fn: Callable[[], Any]) -> Callable[[], None]:
