@@ -98,7 +98,6 @@ def main(argv=None):
 
     import diffrax
     import equinox as eqx
-    import sklearn.datasets as skd
 
     import ffjord
     from ffjord import _run, datasets
@@ -112,7 +111,7 @@ def main(argv=None):
     _run.validate_options(cfg)
     cfg = _run.describe_data(cfg)
     train = datasets.sample_toy("moons", cfg["n_train"], args.seed)
-    test = skd.make_moons(n_samples=4096, noise=0.06, random_state=args.seed + 1)[0]
+    test = datasets.make_moons(4096, 0.06, args.seed + 1)  # = sklearn's make_moons
     test = test.astype(np.float32)
     trainer = _run.make_trainer(cfg)
     state = trainer.init(_run.train_key(cfg))

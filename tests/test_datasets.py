@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ffjord import datasets
 from ffjord._errors import InputError
 from ffjord.datasets import (
     TOY_DATASETS,
@@ -76,6 +77,13 @@ def test_sample_shape_dtype_determinism(name):
     assert np.mean(np.any(np.abs(big) > 4.0, axis=1)) < 0.01
     assert np.abs(big).max() < 6.0
     assert np.abs(big).max() > (1.5 if name == "moons" else 2.5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 8192])
+@pytest.mark.parametrize("seed", [0, 3, 2**31 - 1])
+def test_make_moons_is_sklearns_bit_for_bit(n, seed):
+    ref, _ = sklearn.datasets.make_moons(n_samples=n, noise=0.06, random_state=seed)
+    np.testing.assert_array_equal(datasets.make_moons(n, 0.06, seed), ref)
 
 
 def test_moons_is_make_moons_shuffled():

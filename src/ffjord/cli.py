@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import datasets, plotting
+from . import datasets
 from ._errors import InputError
 from ._io import atomic_write
 from ._run import (
@@ -323,16 +323,18 @@ class _Snapshotter:
 
     def __init__(self, run: RunDir, cfg: dict[str, Any], trainer: Trainer):
         self.run = run
-        self.samples = _base_samples(trainer.dist, cfg, SNAPSHOT_POINTS - 2 * 4 * 100)
-        self.grid = _base_grid().astype(np.float32)
+        self.cfg = cfg
         self.trainer = trainer
+        self._points: np.ndarray | None = None  # base samples + grid, drawn on first use
         self._executor = concurrent.futures.ThreadPoolExecutor(1, "ffjord-snapshot")
         self._pending: concurrent.futures.Future | None = None
 
     def _moved(self, state: TrainState) -> tuple[np.ndarray, np.ndarray]:
-        bijector = self.trainer.model(state).bijector
-        moved = transform(bijector, np.concatenate([self.samples, self.grid]))
-        n = self.samples.shape[0]
+        n = SNAPSHOT_POINTS - 2 * 4 * 100
+        if self._points is None:
+            samples = _base_samples(self.trainer.dist, self.cfg, n)
+            self._points = np.concatenate([samples, _base_grid().astype(np.float32)])
+        moved = transform(self.trainer.model(state).bijector, self._points)
         return moved[:n], moved[n:]
 
     def __call__(self, epoch: int, state: TrainState) -> None:
@@ -354,16 +356,24 @@ class _Snapshotter:
         self._moved(state)
 
 
+def _plotting():
+    """matplotlib takes a third of a second to import: only commands that draw pay it."""
+    from . import plotting
+
+    return plotting
+
+
 def _base_grid() -> np.ndarray:
     """The tutorial's grid: 4 horizontal and 4 vertical lines of 100 points over [-3, 3]^2
     in base space, where the base N(0, 0.8^2 I) lives."""
-    return plotting.make_grid(-3.0, 3.0, -3.0, 3.0, gridlines=4, pts=100)
+    return _plotting().make_grid(-3.0, 3.0, -3.0, 3.0, gridlines=4, pts=100)
 
 
 def draw_figures(
     run: RunDir, cfg: dict[str, Any], trainer: Trainer, state: TrainState, train: np.ndarray
 ) -> list[Path]:
     """All figures of a run; returns their paths."""
+    plotting = _plotting()
     history = run.read_metrics(int(state.epoch))
     figures = run.figures
     figures.mkdir(exist_ok=True)

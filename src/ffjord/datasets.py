@@ -141,10 +141,35 @@ def _sample_arcs(rng: np.random.Generator, n: int, arcs: list[Arc], noise: float
     return x + rng.normal(scale=noise, size=x.shape)
 
 
-def _sample_moons(n: int, seed: int) -> F64:
-    import sklearn.datasets  # imported here: it costs about a second at start-up
+def make_moons(n: int, noise: float, seed: int) -> F64:
+    """Exactly the points of `sklearn.datasets.make_moons(n, noise=noise, random_state=seed)`.
 
-    x, _ = sklearn.datasets.make_moons(n_samples=n, noise=_MOONS_NOISE, random_state=seed)
+    The same steps on NumPy's legacy `RandomState`, whose streams are frozen, without
+    importing scikit-learn (0.8 s at start-up). A test checks the two agree bit for bit.
+
+    Example:
+        >>> make_moons(4, 0.06, seed=0).shape
+        (4, 2)
+    """
+    n_out = n // 2
+    n_in = n - n_out
+    rng = np.random.RandomState(seed)
+    outer = np.linspace(0, np.pi, n_out)
+    inner = np.linspace(0, np.pi, n_in)
+    x = np.vstack(
+        [
+            np.append(np.cos(outer), 1 - np.cos(inner)),
+            np.append(np.sin(outer), 1 - np.sin(inner) - 0.5),
+        ]
+    ).T
+    order = np.arange(n)
+    rng.shuffle(order)  # sklearn.utils.shuffle draws this permutation first
+    x = x[order]
+    return x + rng.normal(scale=noise, size=x.shape)
+
+
+def _sample_moons(n: int, seed: int) -> F64:
+    x = make_moons(n, _MOONS_NOISE, seed)
     perm = np.random.default_rng(seed).permutation(n)
     return np.asarray(x, dtype=np.float64)[perm]
 
