@@ -39,8 +39,11 @@ Measured (one JSON object written to ``--out``, one summary line on stdout):
   summed over the 4 blocks, from the solver statistics (``Trainer.run_epoch``'s ``nfe``); the
   mean over the first epoch (``forward_total``) and per epoch. Gradients backpropagate through
   the solver (no adjoint ODE solve).
-* ``sample_points_per_s`` / ``density_points_per_s``: 8192 samples / exact ``log_prob`` of 8192
-  points in one jitted call each, after one warm-up call; median of 3.
+* ``sample_points_per_s`` / ``density_points_per_s``: 8192 samples / exact log-densities of
+  8192 points as the ``ffjord sample`` / ``ffjord density`` commands compute them (fixed-size
+  chunks, one thread per core: ``ffjord.cli.transform`` and ``Trainer.log_prob``), after one
+  warm-up call; median of 3. ``*_single_call``: the same in one jitted call of
+  ``dist.sample`` / ``dist.log_prob`` (one core).
 """
 
 import time
@@ -102,6 +105,7 @@ def main(argv=None):
     import ffjord
     from ffjord import _run, datasets
     from ffjord._train import check_progress
+    from ffjord.cli import transform
 
     t_imported = time.time()
 
@@ -183,9 +187,15 @@ def main(argv=None):
             ts.append(time.time() - t)
         return _median(ts)
 
+    def cli_samples(d, key):  # what `ffjord sample` runs: base draws, chunks on every core
+        base = np.asarray(d.base.sample(key, (sample_size,)), np.float32)
+        return transform(d.bijector, base)
+
     density_pts = jax.numpy.asarray(train[:sample_size])
-    sample_s = timed(draw_samples, dist, jax.random.key(args.seed + 2))
-    density_s = timed(eval_log_prob, dist, density_pts)
+    sample_one_s = timed(draw_samples, dist, jax.random.key(args.seed + 2))
+    density_one_s = timed(eval_log_prob, dist, density_pts)
+    sample_s = timed(cli_samples, dist, jax.random.key(args.seed + 2))
+    density_s = timed(trainer.log_prob, dist, train[:sample_size])  # `ffjord density`
 
     nfe = None
     if records:
@@ -238,6 +248,8 @@ def main(argv=None):
         "nfe_per_step": nfe,
         "sample_points_per_s": sample_size / sample_s,
         "density_points_per_s": sample_size / density_s,
+        "sample_points_per_s_single_call": sample_size / sample_one_s,
+        "density_points_per_s_single_call": sample_size / density_one_s,
         "sample_s": sample_s,
         "density_s": density_s,
         "total_wall_s": time.time() - t0,

@@ -132,6 +132,7 @@ def files(tmp_path) -> Path:
     (d / "empty.csv").write_text("")
     (d / "header_only.csv").write_text("x,y\n")
     (d / "inf.csv").write_text("1,2\n3,inf\nnan,4\n" * 10)
+    (d / "huge.csv").write_text("1,2\n3,1e300\n" * 10)
     (d / "binary.csv").write_bytes(b"\xff\xfe\x00\x81garbage\x00")
     (d / "points.txt").write_text("1,2\n3,4\n")
     (d / "a_folder.npy").mkdir()
@@ -156,6 +157,7 @@ DATA_CASES = {
     "binary_csv": ("binary.csv", "is not a UTF-8 text file"),
     "nan_npy": ("nan.npy", "has NaN or infinite values in 3 of 64 rows"),
     "inf_csv": ("inf.csv", "has NaN or infinite values in 20 of 30 rows"),
+    "beyond_float32_csv": ("huge.csv", "holds 1e+300, beyond the float32 range (+-3.4e38)"),
     "three_d_array": ("cube.npy", "holds an array of shape (4, 3, 2); save a 2-D array"),
     "wrong_extension": ("points.txt", "has extension '.txt'; use a .npy or .csv file"),
     "too_few_rows": ("one_row.npy", "need at least 2 rows to hold out a test set, got 1"),

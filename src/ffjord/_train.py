@@ -15,6 +15,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from ._bijector import Affine
+from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._trace import AbstractTrace, ExactTrace
@@ -222,16 +223,10 @@ class Trainer:
         """Exact log-density of `points` (n, d), in chunks of `eval_batch_size` points.
 
         Every chunk has the same shape (the last one is padded), so any number of
-        points reuses one compiled program.
+        points reuses one compiled program; chunks run on every core.
         """
         dist = self.model(state_or_dist) if isinstance(state_or_dist, TrainState) else state_or_dist
-        dist = exact_trace(dist)
-        n, d = points.shape
-        size = self.eval_batch_size
-        n_chunks = -(-n // size)
-        padded = np.concatenate([points, np.repeat(points[:1], n_chunks * size - n, 0)])
-        chunks = [self._eval_fn(dist, jnp.asarray(c)) for c in np.split(padded, n_chunks)]
-        return np.concatenate([np.asarray(c) for c in chunks])[:n]
+        return map_chunks(self._eval_fn, points, self.eval_batch_size, exact_trace(dist))
 
     def nll(self, state: TrainState, points: np.ndarray) -> float:
         """Mean negative log-likelihood (nats per point)."""

@@ -673,7 +673,14 @@ def _parse_csv(raw: bytes, where: str) -> npt.NDArray[Any]:
     if not rows:
         what = "a header but no data rows" if header is not None else "no data rows"
         raise InputError(f"{where} has {what}; write one point per line")
-    return np.array(rows, dtype=np.float64).astype(np.float32)
+    values = np.array(rows, dtype=np.float64)
+    too_big = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+    if too_big.any():
+        raise InputError(
+            f"{where} holds {values[too_big][0]:g}, beyond the float32 range (+-3.4e38) "
+            "used for training; rescale the data"
+        )
+    return values.astype(np.float32)
 
 
 def _to_float(cell: str) -> float | None:
