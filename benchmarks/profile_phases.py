@@ -9,9 +9,12 @@ Measures, in one fresh process with JAX's persistent compilation cache off:
 - steady-state seconds per epoch, held-out evaluation time;
 - the compiled time of one `log_prob` + gradient on 256 moons points with the
   tutorial's 4-block model (median over `--repeats` calls, `block_until_ready`),
-  for the default and for the variants we tried: Tsit5 instead of Dopri5,
+  for the default and for the variants we tried: the exact trace by d JVPs instead of the
+  field's closed-form divergence, Tsit5 instead of Dopri5,
   `BacksolveAdjoint`, a smaller `max_steps`, and one block per point (`per_point`);
-- forward-only `log_prob` and sampling throughput on 8192 points.
+- forward-only `log_prob` on 256 points for the same variants;
+- `log_prob` and sampling throughput on 8192 points, in one jitted call and through the
+  command line's bulk path (fixed-size chunks on one thread per core).
 Every variant is measured in the same process, interleaved, so ratios are fair
 on a noisy machine; absolute seconds vary with the load.
 """
@@ -29,16 +32,30 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 import ffjord  # noqa: E402
 from ffjord._run import TUTORIAL, describe_data, load_data, make_trainer, train_key  # noqa: E402
+from ffjord.cli import transform  # noqa: E402
 
 IMPORT_S = time.time() - T0
 
 
-def tutorial_dist(**flow_kwargs):
+class JvpTraceField(eqx.Module):
+    """The same MLP without `value_and_divergence`: the exact trace then takes d JVPs."""
+
+    field: ffjord.MLPField
+
+    def __call__(self, t, z, context):
+        return self.field(t, z, context)
+
+
+def tutorial_dist(jvp_trace=False, **flow_kwargs):
     keys = jax.random.split(jax.random.key(0), 4)
-    flows = [ffjord.FFJORD(ffjord.MLPField(2, 8, 3, key=k), **flow_kwargs) for k in keys]
+    fields = [ffjord.MLPField(2, 8, 3, key=k) for k in keys]
+    if jvp_trace:
+        fields = [JvpTraceField(f) for f in fields]
+    flows = [ffjord.FFJORD(f, **flow_kwargs) for f in fields]
     base = ffjord.MultivariateNormalDiag(jnp.zeros(2), 0.8 * jnp.ones(2))
     return ffjord.TransformedDistribution(base, ffjord.Chain(flows))
 
@@ -97,7 +114,8 @@ def main() -> None:
     # One log_prob + gradient on 256 points, and variants, interleaved.
     x = jnp.asarray(train[:256])
     variants = {
-        "default (Dopri5, backprop through solver)": {},
+        "default (Dopri5, backprop through solver, closed-form divergence)": {},
+        "exact trace by d JVPs instead of the closed form": {"jvp_trace": True},
         "Tsit5": {"solver": diffrax.Tsit5()},
         "BacksolveAdjoint": {"adjoint": diffrax.BacksolveAdjoint()},
         "max_steps=64": {"max_steps": 64},
@@ -110,7 +128,10 @@ def main() -> None:
             eqx.filter_value_and_grad(lambda d, y: -jnp.mean(d.log_prob_with_stats(y)[0]))
         )
         first, _ = timed(fn, dist, x, repeats=1)
+        forward = eqx.filter_jit(lambda d, y: d.log_prob(y))
         compiled[name] = (fn, dist, first)
+        forward_ms = 1e3 * timed(forward, dist, x, repeats=10)[1]
+        result.setdefault("log_prob_256_ms", {})[name] = forward_ms
     for _ in range(3):
         for name, (fn, dist, _) in compiled.items():
             steps[name].append(timed(fn, dist, x, repeats=args.repeats // 3)[1])
@@ -128,6 +149,12 @@ def main() -> None:
     _, sample_s = timed(sample, dist, jax.random.key(1), repeats=5)
     result["density_points_per_s"] = 8192 / lp_s
     result["sample_points_per_s"] = 8192 / sample_s
+    # The same through the CLI's bulk path: fixed-size chunks on one thread per core.
+    _, lp_chunked_s = timed(trainer.log_prob, dist, train, repeats=5)
+    base = np.asarray(dist.base.sample(jax.random.key(1), (8192,)), np.float32)
+    _, sample_chunked_s = timed(transform, dist.bijector, base, repeats=5)
+    result["density_points_per_s_chunked"] = 8192 / lp_chunked_s
+    result["sample_points_per_s_chunked"] = 8192 / sample_chunked_s
     result["jax"] = jax.__version__
     result["diffrax"] = diffrax.__version__
 

@@ -58,6 +58,7 @@ def test_epochs_after_the_first_do_not_recompile(getkey):
     for _ in range(3):
         state, _ = trainer.run_epoch(state, data)
         trainer.nll(state, test)
+    trainer.log_prob(state, np.concatenate([test] * 9))  # 2700 points: 3 chunks, same program
     assert trainer.num_traces == {"epoch": 1, "eval": 1}
     assert int(state.epoch) == 3
 
