@@ -305,3 +305,39 @@ def test_closed_form_trace_matches_jvp_trace_and_its_gradient(getkey):
     np.testing.assert_allclose(closed, plain, rtol=1e-10)
     for a, b in zip(jax.tree.leaves(g_closed), jax.tree.leaves(g_plain.inner), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_unit_by_unit_and_matrix_forms_agree_with_their_gradients(getkey, layers, context_dim):
+    field = ffjord.MLPField(3, 7, layers, context_dim=context_dim, key=getkey())
+    dense = field.for_gradients()
+    assert field.unit_by_unit and not dense.unit_by_unit
+    z = jax.random.normal(getkey(), (5, 3))
+    context = jax.random.normal(getkey(), (5, context_dim)) if context_dim else None
+
+    def total(f):
+        dz, div = jax.vmap(lambda zi, ci: f.value_and_divergence(0.3, zi, ci))(z, context)
+        return jnp.sum(jnp.sin(dz)) + jnp.sum(div**2)
+
+    value, grad = eqx.filter_value_and_grad(total)(field)
+    value_dense, grad_dense = eqx.filter_value_and_grad(total)(dense)
+    np.testing.assert_allclose(value, value_dense, rtol=1e-13)
+    for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grad_dense), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(
+        field(0.3, z[0], None if context is None else context[0]),
+        dense(0.3, z[0], None if context is None else context[0]),
+        rtol=1e-13,
+    )
+
+
+def test_training_differentiates_the_matrix_form(getkey):
+    from ffjord._train import for_gradients
+
+    blocks = [ffjord.FFJORD(ffjord.MLPField(2, 8, 3, key=getkey())) for _ in range(2)]
+    base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    dist = ffjord.TransformedDistribution(base, ffjord.Chain(blocks))
+    converted = for_gradients(dist)
+    assert [b.field.unit_by_unit for b in dist.bijector.bijectors] == [True, True]
+    assert [b.field.unit_by_unit for b in converted.bijector.bijectors] == [False, False]

@@ -50,6 +50,17 @@ def trainable(dist: TransformedDistribution) -> Any:
     return eqx.tree_at(lambda d: d.bijector, spec, bij_spec)
 
 
+def for_gradients(tree: Any) -> Any:
+    """Every part that offers `for_gradients()` (e.g. `MLPField`) in its differentiable form."""
+
+    def has_form(node) -> bool:
+        return callable(getattr(node, "for_gradients", None))
+
+    return jax.tree.map(
+        lambda node: node.for_gradients() if has_form(node) else node, tree, is_leaf=has_form
+    )
+
+
 def exact_trace(dist: TransformedDistribution) -> TransformedDistribution:
     """The same model with every stochastic trace replaced by the exact one."""
     return jax.tree.map(
@@ -140,7 +151,8 @@ class Trainer:
         step_keys = jax.random.split(jax.random.fold_in(key, state.epoch), batches.shape[0])
 
         def loss_fn(params, batch, key):
-            lp, stats = eqx.combine(params, static).log_prob_with_stats(batch, key=key)
+            model = for_gradients(eqx.combine(params, static))
+            lp, stats = model.log_prob_with_stats(batch, key=key)
             return -jnp.mean(lp), stats
 
         def step(carry, xs):

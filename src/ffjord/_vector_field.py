@@ -1,5 +1,6 @@
 """Vector fields: the right-hand side f(t, z, context) of the flow's ODE."""
 
+import copy
 import math
 
 import equinox as eqx
@@ -78,6 +79,7 @@ class MLPField(eqx.Module):
     layers: tuple[_Linear, ...]
     dim: int = eqx.field(static=True)
     context_dim: int = eqx.field(static=True)
+    unit_by_unit: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -104,6 +106,7 @@ class MLPField(eqx.Module):
         )
         self.dim = dim
         self.context_dim = context_dim
+        self.unit_by_unit = True
 
     def _input(self, t, z, context):
         t_z = jnp.broadcast_to(jnp.asarray(t, dtype=z.dtype), z.shape)
@@ -120,10 +123,7 @@ class MLPField(eqx.Module):
         self, t: Float[Array, ""] | float, z: Float[Array, " d"], context: Array | None = None
     ) -> Float[Array, " d"]:
         """Evaluate dz/dt at one point `z` of shape `(dim,)`."""
-        h = self._input(t, z, context)
-        for layer in self.layers[:-1]:
-            h = jnp.tanh(layer(h))
-        return self.layers[-1](h)
+        return self._evaluate(jnp.asarray(t, dtype=z.dtype), z, context, False)
 
     def value_and_divergence(
         self, t: Float[Array, ""] | float, z: Float[Array, " d"], context: Array | None = None
@@ -144,18 +144,44 @@ class MLPField(eqx.Module):
             >>> dz.shape, div.shape
             ((2,), ())
         """
-        n_layers = len(self.layers)
-        if n_layers > 3:
-            dz, jvp = jax.linearize(lambda u: self(t, u, context), z)
-            eye = jnp.eye(self.dim, dtype=z.dtype)
-            return dz, jnp.sum(jax.vmap(jvp)(eye) * eye)
+        return self._evaluate(jnp.asarray(t, dtype=z.dtype), z, context, True)
+
+    def for_gradients(self) -> "MLPField":
+        """The same field, evaluated in the form that is fastest to differentiate.
+
+        A small field (up to 3 layers of at most 16 units) is evaluated unit by unit,
+        which runs 3x faster than matrix products on a CPU but is 1.5x slower to
+        differentiate; the returned copy uses matrix products. The values agree to
+        rounding. `ffjord.fit` and the command line train with this form.
+        """
+        field = copy.copy(self)
+        object.__setattr__(field, "unit_by_unit", False)  # a static field: not a leaf
+        return field
+
+    def _evaluate(self, t, z, context, divergence: bool):
+        small = len(self.layers) <= 3 and all(
+            max(layer.weight.shape) <= _UNROLL_WIDTH for layer in self.layers
+        )
+        if self.unit_by_unit and small:
+            return self._unit_by_unit(t, z, context, divergence)
+        return self._dense(t, z, context, divergence)
+
+    def _dense(self, t, z, context, divergence: bool):
+        """Matrix products: the form that is differentiated."""
         h = self._input(t, z, context)
-        a = self.layers[0].weight[:, self.dim : 2 * self.dim]
         slopes = []
         for layer in self.layers[:-1]:
             h = jnp.tanh(layer(h))
             slopes.append(1 - h * h)
         dz = self.layers[-1](h)
+        if not divergence:
+            return dz
+        n_layers = len(self.layers)
+        if n_layers > 3:
+            _, jvp = jax.linearize(lambda u: self._dense(t, u, context, False), z)
+            eye = jnp.eye(self.dim, dtype=z.dtype)
+            return dz, jnp.sum(jax.vmap(jvp)(eye) * eye)
+        a = self.layers[0].weight[:, self.dim : 2 * self.dim]
         if n_layers == 1:
             return dz, jnp.trace(a)
         a_out = a @ self.layers[-1].weight  # A W_last: hidden x hidden
@@ -163,3 +189,51 @@ class MLPField(eqx.Module):
             return dz, jnp.dot(slopes[0], jnp.diagonal(a_out))
         mixed = self.layers[1].weight * a_out.T
         return dz, jnp.dot(slopes[1], mixed @ slopes[0])
+
+    def _unit_by_unit(self, t, z, context, divergence: bool):
+        """The same values as `_dense`, written as scalar multiply-adds per unit.
+
+        Under `vmap` every unit becomes one contiguous vector over the batch, and XLA
+        fuses the whole network into one loop: 3x faster than small matrix products on
+        a CPU for the tutorial's widths (8 hidden units), but slower to differentiate.
+        """
+        d = self.dim
+        first = self.layers[0]
+        t_weight = jnp.sum(first.weight[:, :d], axis=1)  # t enters d identical columns
+        inputs = [z[i] for i in range(d)]
+        if self.context_dim:
+            inputs += [context[i] for i in range(self.context_dim)]
+        columns = list(range(d, 2 * d + self.context_dim))
+        h = [
+            first.bias[j]
+            + t * t_weight[j]
+            + sum(first.weight[j, c] * x for c, x in zip(columns, inputs, strict=True))
+            for j in range(first.weight.shape[0])
+        ]
+        slopes = []
+        for layer in self.layers[1:]:
+            h = [jnp.tanh(u) for u in h]
+            slopes.append([1 - u * u for u in h])
+            h = [
+                layer.bias[j] + sum(layer.weight[j, k] * u for k, u in enumerate(h))
+                for j in range(layer.weight.shape[0])
+            ]
+        dz = jnp.stack(h, axis=-1)  # under vmap: (batch, d), the layout the solver keeps
+        if not divergence:
+            return dz
+        a = first.weight[:, d : 2 * d]
+        if len(self.layers) == 1:
+            return dz, jnp.trace(a)
+        a_out = a @ self.layers[-1].weight
+        if len(self.layers) == 2:
+            diag = jnp.diagonal(a_out)
+            return dz, sum(diag[b] * s for b, s in enumerate(slopes[0]))
+        mixed = self.layers[1].weight * a_out.T
+        second, first_slopes = slopes[1], slopes[0]
+        inner = [
+            sum(mixed[a, b] * s for b, s in enumerate(first_slopes)) for a in range(len(second))
+        ]
+        return dz, sum(s * m for s, m in zip(second, inner, strict=True))
+
+
+_UNROLL_WIDTH = 16  # widest layer evaluated unit by unit; wider ones use matrix products
