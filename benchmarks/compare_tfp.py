@@ -710,9 +710,10 @@ def report(runs: list[tuple[int, dict, dict]], warm: dict | None, meta: dict, fi
         if loads
         else ""
     )
-    raw = [f"`docs/benchmarks/{p}`" for p in meta.get("files", ["tfp.json", "ffjord.json"])]
+    where = meta.get("raw_dir", "docs/benchmarks")
+    raw = [f"`{where}/{p}`" for p in meta.get("files", ["tfp.json", "ffjord.json"])]
     if warm is not None:
-        raw.append("`docs/benchmarks/ffjord_warm.json`")
+        raw.append(f"`{where}/ffjord_warm.json`")
     lines += [
         "",
         "## Machine and versions",
@@ -786,16 +787,27 @@ def main(argv=None) -> int:
         metavar="S",
         help="run these seeds and add them to the results already in docs/benchmarks",
     )
+    p.add_argument(
+        "--name",
+        default="BENCHMARKS",
+        help="report docs/NAME.md; other names keep their JSONs in docs/benchmarks/name/",
+    )
     args = p.parse_args(argv)
+    if not args.name.replace("_", "").isalnum():
+        p.error("--name takes letters, digits and underscores")
     seeds = args.seeds if args.seeds is not None else [args.seed]
     if args.add_seeds is not None:
         seeds = args.add_seeds
     if len(set(seeds)) != len(seeds):
         p.error("--seeds must not repeat a seed")
 
-    raw = ROOT / "docs" / "benchmarks"
-    fig = ROOT / "docs" / "figures" / "nll_vs_time.png"
-    doc = ROOT / "docs" / "BENCHMARKS.md"
+    if args.name == "BENCHMARKS":
+        raw = ROOT / "docs" / "benchmarks"
+        fig = ROOT / "docs" / "figures" / "nll_vs_time.png"
+    else:  # a separate run that leaves the main report alone
+        raw = ROOT / "docs" / "benchmarks" / args.name.lower()
+        fig = ROOT / "docs" / "figures" / f"nll_vs_time_{args.name.lower()}.png"
+    doc = ROOT / "docs" / f"{args.name}.md"
     warm_json, meta_json = raw / "ffjord_warm.json", raw / "meta.json"
 
     if not args.report_only:
@@ -814,6 +826,7 @@ def main(argv=None) -> int:
             "seeds": seeds,
             "files": [f"{side}_seed{s}.json" for s in seeds for side in ("tfp", "ffjord")],
             "load_before": os.getloadavg()[0],
+            "raw_dir": os.path.relpath(raw, ROOT),
             "load_before_runs": [],
         }
         loads = meta["load_before_runs"]
