@@ -36,7 +36,7 @@ Measured (one JSON object written to ``--out``, one summary line on stdout):
   for the whole step (forward + TFP's adjoint backward pass).
 * ``sample_points_per_s`` / ``density_points_per_s``: 8192 samples from the trained
   ``TransformedDistribution`` / exact ``log_prob`` of 8192 points, each inside a
-  ``tf.function`` after one warm-up call; median of 3.
+  ``tf.function`` after one warm-up call; median of 9.
 """
 
 import time
@@ -273,7 +273,7 @@ def main(argv=None):
         out = fn(*a)
         _ = out.numpy()  # warm-up (tracing)
         ts = []
-        for _ in range(3):
+        for _ in range(9):
             t = time.time()
             _ = fn(*a).numpy()
             ts.append(time.time() - t)

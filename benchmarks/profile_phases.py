@@ -12,8 +12,10 @@ Measures, in one fresh process with JAX's persistent compilation cache off:
   for the default and for the variants we tried: the exact trace by d JVPs instead of the
   field's closed-form divergence, Tsit5 instead of Dopri5,
   `BacksolveAdjoint`, a smaller `max_steps`, and one block per point (`per_point`);
-- forward-only `log_prob` on 256 points for the same variants;
-- `log_prob` and sampling throughput on 8192 points, in one jitted call and through the
+- forward-only `log_prob` on 256 points for the same variants, and for the default in
+  `ffjord.for_inference` form (the form evaluation uses);
+- `log_prob` and sampling throughput on 8192 points (`for_inference` form), in one jitted
+  call and through the
   command line's bulk path (fixed-size chunks on one thread per core).
 Every variant is measured in the same process, interleaved, so ratios are fair
 on a noisy machine; absolute seconds vary with the load.
@@ -135,13 +137,17 @@ def main() -> None:
     for _ in range(3):
         for name, (fn, dist, _) in compiled.items():
             steps[name].append(timed(fn, dist, x, repeats=args.repeats // 3)[1])
+    fast = ffjord.for_inference(tutorial_dist())
+    forward = eqx.filter_jit(lambda d, y: d.log_prob(y))
+    forward_ms = 1e3 * timed(forward, fast, x, repeats=10)[1]
+    result["log_prob_256_ms"]["default, for_inference (unit by unit)"] = forward_ms
     result["log_prob_grad_256_ms"] = {
         name: {"median_ms": 1e3 * statistics.median(v), "compile_s": compiled[name][2]}
         for name, v in steps.items()
     }
 
     # Throughput on 8192 points: exact log-density and sampling.
-    dist = tutorial_dist()
+    dist = ffjord.for_inference(tutorial_dist())
     y = jnp.asarray(train)
     log_prob = eqx.filter_jit(lambda d, y: d.log_prob(y))
     sample = eqx.filter_jit(lambda d, k: d.sample(k, (8192,)))

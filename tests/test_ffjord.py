@@ -310,8 +310,8 @@ def test_closed_form_trace_matches_jvp_trace_and_its_gradient(getkey):
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("context_dim", [0, 2])
 def test_unit_by_unit_and_matrix_forms_agree_with_their_gradients(getkey, layers, context_dim):
-    field = ffjord.MLPField(3, 7, layers, context_dim=context_dim, key=getkey())
-    dense = field.for_gradients()
+    dense = ffjord.MLPField(3, 7, layers, context_dim=context_dim, key=getkey())
+    field = dense.for_inference()
     assert field.unit_by_unit and not dense.unit_by_unit
     z = jax.random.normal(getkey(), (5, 3))
     context = jax.random.normal(getkey(), (5, context_dim)) if context_dim else None
@@ -325,19 +325,18 @@ def test_unit_by_unit_and_matrix_forms_agree_with_their_gradients(getkey, layers
     np.testing.assert_allclose(value, value_dense, rtol=1e-13)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(grad_dense), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
-    np.testing.assert_allclose(
-        field(0.3, z[0], None if context is None else context[0]),
-        dense(0.3, z[0], None if context is None else context[0]),
-        rtol=1e-13,
-    )
+    c0 = None if context is None else context[0]
+    np.testing.assert_allclose(field(0.3, z[0], c0), dense(0.3, z[0], c0), rtol=1e-13)
 
 
-def test_training_differentiates_the_matrix_form(getkey):
-    from ffjord._train import for_gradients
+def test_bulk_evaluation_uses_the_inference_form(getkey):
+    from ffjord._train import for_inference
 
     blocks = [ffjord.FFJORD(ffjord.MLPField(2, 8, 3, key=getkey())) for _ in range(2)]
     base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
     dist = ffjord.TransformedDistribution(base, ffjord.Chain(blocks))
-    converted = for_gradients(dist)
-    assert [b.field.unit_by_unit for b in dist.bijector.bijectors] == [True, True]
-    assert [b.field.unit_by_unit for b in converted.bijector.bijectors] == [False, False]
+    converted = for_inference(dist)
+    assert [b.field.unit_by_unit for b in dist.bijector.bijectors] == [False, False]
+    assert [b.field.unit_by_unit for b in converted.bijector.bijectors] == [True, True]
+    x = jax.random.normal(getkey(), (6, 2))
+    np.testing.assert_allclose(converted.log_prob(x), dist.log_prob(x), rtol=1e-10)

@@ -13,6 +13,7 @@ from ._trace import ExactTrace as ExactTrace
 from ._trace import HutchinsonTrace as HutchinsonTrace
 from ._train import TrainingDiverged as TrainingDiverged
 from ._train import fit as fit
+from ._train import for_inference as for_inference
 from ._vector_field import MLPField as MLPField
 
 __version__ = "0.1.0"

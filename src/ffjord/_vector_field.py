@@ -2,6 +2,7 @@
 
 import copy
 import math
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -106,7 +107,7 @@ class MLPField(eqx.Module):
         )
         self.dim = dim
         self.context_dim = context_dim
-        self.unit_by_unit = True
+        self.unit_by_unit = False
 
     def _input(self, t, z, context):
         t_z = jnp.broadcast_to(jnp.asarray(t, dtype=z.dtype), z.shape)
@@ -146,19 +147,27 @@ class MLPField(eqx.Module):
         """
         return self._evaluate(jnp.asarray(t, dtype=z.dtype), z, context, True)
 
-    def for_gradients(self) -> "MLPField":
-        """The same field, evaluated in the form that is fastest to differentiate.
+    def for_inference(self) -> "MLPField":
+        """The same field, evaluated in the form that is fastest without derivatives.
 
-        A small field (up to 3 layers of at most 16 units) is evaluated unit by unit,
-        which runs 3x faster than matrix products on a CPU but is 1.5x slower to
-        differentiate; the returned copy uses matrix products. The values agree to
-        rounding. `ffjord.fit` and the command line train with this form.
+        A small field (up to 3 layers of at most 16 units) is then evaluated unit by
+        unit: under `vmap` XLA fuses the whole network into one loop, about 2x faster
+        than small matrix products on a CPU, but slower to differentiate and to compile
+        for gradients. The values agree to rounding. The command line and
+        `Trainer.log_prob` evaluate densities and samples in this form; training keeps
+        the default (matrix products).
+
+        Example:
+            >>> import jax, ffjord
+            >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+            >>> field.for_inference().unit_by_unit
+            True
         """
         field = copy.copy(self)
-        object.__setattr__(field, "unit_by_unit", False)  # a static field: not a leaf
+        object.__setattr__(field, "unit_by_unit", True)  # a static field: not a leaf
         return field
 
-    def _evaluate(self, t, z, context, divergence: bool):
+    def _evaluate(self, t, z, context, divergence: bool) -> Any:
         small = len(self.layers) <= 3 and all(
             max(layer.weight.shape) <= _UNROLL_WIDTH for layer in self.layers
         )
@@ -166,7 +175,7 @@ class MLPField(eqx.Module):
             return self._unit_by_unit(t, z, context, divergence)
         return self._dense(t, z, context, divergence)
 
-    def _dense(self, t, z, context, divergence: bool):
+    def _dense(self, t, z, context, divergence: bool) -> Any:
         """Matrix products: the form that is differentiated."""
         h = self._input(t, z, context)
         slopes = []
@@ -190,7 +199,7 @@ class MLPField(eqx.Module):
         mixed = self.layers[1].weight * a_out.T
         return dz, jnp.dot(slopes[1], mixed @ slopes[0])
 
-    def _unit_by_unit(self, t, z, context, divergence: bool):
+    def _unit_by_unit(self, t, z, context, divergence: bool) -> Any:
         """The same values as `_dense`, written as scalar multiply-adds per unit.
 
         Under `vmap` every unit becomes one contiguous vector over the batch, and XLA

@@ -36,7 +36,7 @@ from ._run import (
     train_key,
     validate_options,
 )
-from ._train import Trainer, TrainingDiverged, TrainState, check_progress
+from ._train import Trainer, TrainingDiverged, TrainState, check_progress, for_inference
 
 SNAPSHOT_POINTS = 8192  # the tutorial's number of base samples per snapshot
 CHUNK = 4096  # points per compiled forward pass (fixed shape: no recompilation)
@@ -116,7 +116,7 @@ def transform(bijector, points: np.ndarray) -> np.ndarray:
     """Push points through the flow in fixed-size chunks (one compilation, every core)."""
     if points.shape[0] == 0:
         return np.zeros((0, points.shape[1]), points.dtype)
-    return map_chunks(_forward, points, CHUNK, bijector)
+    return map_chunks(_forward, points, CHUNK, for_inference(bijector))
 
 
 def _open_run(path: str) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
