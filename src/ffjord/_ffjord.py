@@ -27,12 +27,14 @@ def _evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
     return stages, 0
 
 
+def _per_point(fn, z, context):
+    """`fn(z_i, context_i)` over the batch; every output keeps the dtype of the points."""
+    out = jax.vmap(fn, in_axes=(0, None if context is None else 0))(z, context)
+    return jax.tree.map(lambda a: a.astype(z.dtype), out)
+
+
 def _batched_field(field, t, z, context):
-    if context is None:
-        out = jax.vmap(lambda zi: field(t, zi, None))(z)
-    else:
-        out = jax.vmap(lambda zi, ci: field(t, zi, ci))(z, context)
-    return out.astype(z.dtype)  # the state keeps the dtype of the user's points
+    return _per_point(lambda zi, ci: field(t, zi, ci), z, context)
 
 
 def _dynamics(t, z, args):
@@ -44,11 +46,7 @@ def _divergence_dynamics(t, state, args):
     """d/dt (z, log-det) = (f(t, z), tr(df/dz)), from the field's own exact divergence."""
     z, _ = state
     field, context, _, _ = args
-    if context is None:
-        dz, div = jax.vmap(lambda zi: field.value_and_divergence(t, zi, None))(z)
-    else:
-        dz, div = jax.vmap(lambda zi, ci: field.value_and_divergence(t, zi, ci))(z, context)
-    return dz.astype(z.dtype), div.astype(z.dtype)
+    return _per_point(lambda zi, ci: field.value_and_divergence(t, zi, ci), z, context)
 
 
 def _augmented_dynamics(t, state, args):

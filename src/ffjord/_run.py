@@ -32,6 +32,7 @@ from ._distributions import MultivariateNormalDiag, TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
 from ._io import atomic_write, atomic_write_text
+from ._keys import as_typed_key, key_bits
 from ._trace import ExactTrace, HutchinsonTrace
 from ._train import Trainer, TrainState
 from ._vector_field import MLPField
@@ -175,8 +176,8 @@ def as_training_array(points: np.ndarray) -> np.ndarray:
 
 def _init_fields(key, dim: int, hidden: int, layers: int, blocks: int) -> list[MLPField]:
     """Every block's field, each from its own key (split once, no per-block JAX calls)."""
-    key_bits = np.asarray(jax.random.key_data(jax.random.split(key, blocks)))
-    return [MLPField(dim, hidden, layers, key=jax.random.wrap_key_data(k)) for k in key_bits]
+    split = np.asarray(key_bits(jax.random.split(key, blocks)))
+    return [MLPField(dim, hidden, layers, key=as_typed_key(k)) for k in split]
 
 
 def build_model(cfg: dict[str, Any]) -> TransformedDistribution:

@@ -18,6 +18,7 @@ from ._bijector import Affine
 from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
 from ._errors import InputError
+from ._keys import as_typed_key, key_bits
 from ._trace import AbstractTrace, ExactTrace
 
 
@@ -134,7 +135,7 @@ class Trainer:
     def init(self, key: PRNGKeyArray) -> TrainState:
         """A fresh state: the model's current parameters, a new optimiser state, epoch 0."""
         params = eqx.filter(self.dist, self.filter_spec)
-        key_data = jax.random.key_data(key) if _is_typed_key(key) else jnp.asarray(key)
+        key_data = key_bits(key)
         return TrainState(
             params=params,
             opt_state=self.optimizer.init(params),
@@ -153,8 +154,8 @@ class Trainer:
         self.num_traces["epoch"] += 1  # runs only while tracing: counts compilations
         _, static = eqx.partition(self.dist, self.filter_spec)
         optimizer = self.optimizer
-        key = jax.random.wrap_key_data(state.key) if not _is_typed_key(state.key) else state.key
-        step_keys = jax.random.split(jax.random.fold_in(key, state.epoch), batches.shape[0])
+        epoch_key = jax.random.fold_in(as_typed_key(state.key), state.epoch)
+        step_keys = jax.random.split(epoch_key, batches.shape[0])
 
         def loss_fn(params, batch, key):
             lp, stats = eqx.combine(params, static).log_prob_with_stats(batch, key=key)
@@ -267,10 +268,6 @@ def _quietly(fn: Callable[[], Any]) -> Callable[[], None]:
             fn()
 
     return run
-
-
-def _is_typed_key(key) -> bool:
-    return jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key) if key is not None else False
 
 
 def check_progress(record: dict, num_steps: int) -> None:

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._keys import key_bits
+
 
 def _truncated_normals(key: PRNGKeyArray, n: int) -> np.ndarray:
     """`n` standard normals truncated to [-2, 2] (float64), determined by `key`.
@@ -20,8 +22,8 @@ def _truncated_normals(key: PRNGKeyArray, n: int) -> np.ndarray:
     `jax.random.truncated_normal` compiles an inverse error function for every
     layer shape (about a second at start-up for the tutorial's model).
     """
-    key_bits = jax.random.key_data(key) if _is_typed_key(key) else key
-    bits = np.random.PCG64(np.random.SeedSequence(np.asarray(key_bits).ravel().tolist()))
+    seed = np.random.SeedSequence(np.asarray(key_bits(key)).ravel().tolist())
+    bits = np.random.PCG64(seed)
     accepted: list[np.ndarray] = []
     got = 0
     while got < n:
@@ -34,10 +36,6 @@ def _truncated_normals(key: PRNGKeyArray, n: int) -> np.ndarray:
         accepted.append(draws)
         got += draws.size
     return np.concatenate(accepted)[:n]
-
-
-def _is_typed_key(key) -> bool:
-    return jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
 
 
 class _Linear(eqx.Module):
@@ -185,19 +183,28 @@ class MLPField(eqx.Module):
         dz = self.layers[-1](h)
         if not divergence:
             return dz
-        n_layers = len(self.layers)
-        if n_layers > 3:
+        if len(self.layers) > 3:
             _, jvp = jax.linearize(lambda u: self._dense(t, u, context, False), z)
             eye = jnp.eye(self.dim, dtype=z.dtype)
             return dz, jnp.sum(jax.vmap(jvp)(eye) * eye)
+        weights = self._trace_weights()
+        if len(self.layers) == 1:
+            return dz, weights
+        if len(self.layers) == 2:
+            return dz, jnp.dot(slopes[0], weights)
+        return dz, jnp.dot(slopes[1], weights @ slopes[0])
+
+    def _trace_weights(self) -> Array:
+        """The parameters' part of the closed-form trace (up to 3 layers): the trace of
+        ``A`` (1 layer), the diagonal of ``A W2`` (2 layers), or ``W2 * (A W3)^T``
+        (3 layers), with ``A`` the first layer's columns that see `z`."""
         a = self.layers[0].weight[:, self.dim : 2 * self.dim]
-        if n_layers == 1:
-            return dz, jnp.trace(a)
+        if len(self.layers) == 1:
+            return jnp.trace(a)
         a_out = a @ self.layers[-1].weight  # A W_last: hidden x hidden
-        if n_layers == 2:
-            return dz, jnp.dot(slopes[0], jnp.diagonal(a_out))
-        mixed = self.layers[1].weight * a_out.T
-        return dz, jnp.dot(slopes[1], mixed @ slopes[0])
+        if len(self.layers) == 2:
+            return jnp.diagonal(a_out)
+        return self.layers[1].weight * a_out.T
 
     def _unit_by_unit(self, t, z, context, divergence: bool) -> Any:
         """The same values as `_dense`, written as scalar multiply-adds per unit.
@@ -230,17 +237,14 @@ class MLPField(eqx.Module):
         dz = jnp.stack(h, axis=-1)  # under vmap: (batch, d), the layout the solver keeps
         if not divergence:
             return dz
-        a = first.weight[:, d : 2 * d]
+        weights = self._trace_weights()
         if len(self.layers) == 1:
-            return dz, jnp.trace(a)
-        a_out = a @ self.layers[-1].weight
+            return dz, weights
         if len(self.layers) == 2:
-            diag = jnp.diagonal(a_out)
-            return dz, sum(diag[b] * s for b, s in enumerate(slopes[0]))
-        mixed = self.layers[1].weight * a_out.T
+            return dz, sum(weights[b] * s for b, s in enumerate(slopes[0]))
         second, first_slopes = slopes[1], slopes[0]
         inner = [
-            sum(mixed[a, b] * s for b, s in enumerate(first_slopes)) for a in range(len(second))
+            sum(weights[a, b] * s for b, s in enumerate(first_slopes)) for a in range(len(second))
         ]
         return dz, sum(s * m for s, m in zip(second, inner, strict=True))
 

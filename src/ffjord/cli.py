@@ -39,6 +39,7 @@ from ._run import (
 from ._train import Trainer, TrainingDiverged, TrainState, check_progress, for_inference
 
 SNAPSHOT_POINTS = 8192  # the tutorial's number of base samples per snapshot
+SNAPSHOT_SAMPLES = SNAPSHOT_POINTS - 2 * 4 * 100  # the rest are the grid's 8 lines
 CHUNK = 4096  # points per compiled forward pass (fixed shape: no recompilation)
 OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
 
@@ -326,7 +327,7 @@ class _Snapshotter:
         self._pending: concurrent.futures.Future | None = None
 
     def _moved(self, state: TrainState) -> tuple[np.ndarray, np.ndarray]:
-        n = SNAPSHOT_POINTS - 2 * 4 * 100
+        n = SNAPSHOT_SAMPLES
         if self._points is None:
             samples = _base_samples(self.trainer.dist, self.cfg, n)
             self._points = np.concatenate([samples, _base_grid().astype(np.float32)])
@@ -395,7 +396,7 @@ def draw_figures(
     limits = tuple(cfg["limits"])
     snaps = run.load_snapshots(int(state.epoch))
     base_grid = _base_grid()
-    snapshotter_base = _base_samples(trainer.dist, cfg, SNAPSHOT_POINTS - 2 * 4 * 100)
+    snapshotter_base = _base_samples(trainer.dist, cfg, SNAPSHOT_SAMPLES)
     for name, snap in (
         ("before", snaps[0] if snaps and snaps[0][0] == 0 else None),
         ("after", snaps[-1] if snaps else None),
