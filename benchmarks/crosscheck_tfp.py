@@ -123,7 +123,7 @@ def ffjord_side(npz: str, steps: int, epochs: int) -> dict:
     import optax
 
     import ffjord
-    from ffjord._train import Trainer
+    from ffjord._trainer import Trainer
 
     z = np.load(npz)
     flows = []

@@ -7,7 +7,7 @@ be compared field by field (``benchmarks/compare_tfp.py`` does that).
 * Training data: ``ffjord.datasets.sample_toy("moons", 8192, seed)``, i.e. exactly the points
   of ``make_moons(8192, noise=0.06, random_state=seed)`` (shuffled); batches of 256, Adam 1e-2.
 * Held-out data: ``make_moons(4096, noise=0.06, random_state=seed + 1)`` (the peer's).
-* Model: ``ffjord._run.build_model`` / ``make_trainer`` with the ``TUTORIAL`` configuration
+* Model: ``ffjord._settings.build_model`` / ``make_trainer`` with the ``TUTORIAL`` configuration
   (4 FFJORD blocks of MLP(8, 3), exact trace, Dopri5 rtol 1e-3 atol 1e-5, base N(0, 0.8^2 I)).
 
 Run::
@@ -103,31 +103,30 @@ def main(argv=None):
     import equinox as eqx
 
     import ffjord
-    from ffjord import _run, datasets
-    from ffjord._train import check_progress
-    from ffjord.cli import transform
+    from ffjord import _settings, datasets
+    from ffjord._trainer import check_progress, transform
 
     t_imported = time.time()
 
     # --- Data and model (the tutorial's configuration) -------------------------------------
-    cfg = dict(_run.TUTORIAL)
+    cfg = dict(_settings.TUTORIAL)
     cfg.update(epochs=args.epochs, seed=args.seed, solver=args.solver)
-    _run.validate_options(cfg)
-    cfg = _run.describe_data(cfg)
+    _settings.validate_options(cfg)
+    cfg = _settings.describe_data(cfg)
     train = datasets.sample_toy("moons", cfg["n_train"], args.seed)
     test = datasets.make_moons(4096, 0.06, args.seed + 1)  # = sklearn's make_moons
     test = test.astype(np.float32)
-    trainer = _run.make_trainer(cfg)
-    state = trainer.init(_run.train_key(cfg))
+    trainer = _settings.make_trainer(cfg)
+    state = trainer.init(_settings.train_key(cfg))
     n_batches = train.shape[0] // trainer.batch_size
 
     # --- Compile the epoch function ahead of time (tracing and XLA compile timed apart) ----
     t_setup_done = time.time()
     lower_s = compile_s = None
     try:
-        batches = trainer._epoch_batches(state, train)
+        batches, contexts = trainer._epoch_batches(state, train, None)
         t = time.time()
-        lowered = trainer._epoch_fn.lower(state, batches)
+        lowered = trainer._epoch_fn.lower(state, batches, contexts, batches.shape[0])
         lower_s = time.time() - t
         t = time.time()
         lowered.compile()
@@ -272,7 +271,7 @@ def main(argv=None):
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "XLA_FLAGS") if k in os.environ},
         },
         "settings": {
-            "solver": f"diffrax.{_run.SOLVERS[args.solver].__name__}() rtol 1e-3 atol 1e-5",
+            "solver": f"diffrax.{_settings.SOLVERS[args.solver].__name__}() rtol 1e-3 atol 1e-5",
             "trace": "ffjord.ExactTrace()",
             "optimizer": f"optax.adam({cfg['lr']})",
             "stacked_ffjords": cfg["blocks"],

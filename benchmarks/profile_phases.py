@@ -37,8 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ffjord  # noqa: E402
-from ffjord._run import TUTORIAL, describe_data, load_data, make_trainer, train_key  # noqa: E402
-from ffjord.cli import transform  # noqa: E402
+from ffjord._settings import TUTORIAL, describe_data, load_data, make_trainer, train_key  # noqa: E402
+from ffjord._trainer import transform  # noqa: E402
 
 IMPORT_S = time.time() - T0
 
@@ -87,10 +87,10 @@ def main() -> None:
     trainer = make_trainer(cfg)
     state = trainer.init(train_key(cfg))
     train, test = load_data(cfg)
-    batches = trainer._epoch_batches(state, train)
+    batches, contexts = trainer._epoch_batches(state, train, None)
     result["setup_s"] = time.time() - t
     t = time.time()
-    lowered = trainer._epoch_fn.lower(state, batches)
+    lowered = trainer._epoch_fn.lower(state, batches, contexts, batches.shape[0])
     result["trace_lower_s"] = time.time() - t
     t = time.time()
     lowered.compile()

@@ -11,7 +11,7 @@ from PIL import Image
 
 import ffjord
 from ffjord import datasets
-from ffjord._run import build_model, describe_data
+from ffjord._settings import build_model, describe_data
 from ffjord.cli import main
 
 TINY = ["--blocks", "1", "--hidden", "8", "--batch-size", "512", "--quiet"]
@@ -28,7 +28,7 @@ def test_train_writes_the_run_directory(moons_run, capsys):
     for name in ["config.json", "checkpoint.eqx", "metrics.jsonl"]:
         assert (moons_run / name).is_file()
     cfg = json.loads((moons_run / "config.json").read_text())
-    assert cfg["format_version"] == 1 and cfg["data"] == "moons" and cfg["epochs"] == 2
+    assert cfg["format_version"] == 2 and cfg["data"] == "moons" and cfg["epochs"] == 2
     records = [json.loads(line) for line in (moons_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
@@ -59,7 +59,7 @@ def test_evaluate_agrees_with_density_and_metrics(moons_run, tmp_path, capsys):
     assert -lp.mean() == pytest.approx(result["nll"], rel=1e-5)
     # Held-out NLL of the run's own test set equals evaluate on that set.
     cfg = json.loads((moons_run / "config.json").read_text())
-    from ffjord._run import load_data
+    from ffjord._settings import load_data
 
     _, test = load_data(cfg)
     np.save(tmp_path / "test.npy", test)
@@ -99,7 +99,9 @@ def test_user_csv_is_standardised_and_nll_in_data_units(tmp_path, capsys):
 
 
 def test_standardisation_log_det_is_included(tmp_path):
-    cfg = describe_data({**ffjord._run.TUTORIAL, "blocks": 1, "data": str(_gauss_file(tmp_path))})
+    cfg = describe_data(
+        {**ffjord._settings.TUTORIAL, "blocks": 1, "data": str(_gauss_file(tmp_path))}
+    )
     dist = build_model(cfg)
     inner = ffjord.TransformedDistribution(dist.base, dist.bijector.bijectors[0])
     shift = jnp.asarray(cfg["standardize"]["shift"])

@@ -26,7 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ffjord._run import RunDir, make_trainer, train_key
+from ffjord._run import RunDir
+from ffjord._settings import make_trainer, train_key
 from ffjord.cli import main
 
 TINY = ["--epochs", "1", "--blocks", "1", "--hidden", "4", "--batch-size", "1024"]
@@ -415,7 +416,7 @@ def test_config_wrong_format_version(capsys, run_copy, tmp_path):
     check(
         capsys,
         ["sample", run_copy, "-n", "5", "-o", tmp_path / "s.npy"],
-        "has format version 99; this ffjord reads version 1",
+        "has format version 99; this ffjord reads version 2",
         keep=[run_copy, tmp_path / "s.npy"],
     )
 

@@ -330,7 +330,7 @@ def test_unit_by_unit_and_matrix_forms_agree_with_their_gradients(getkey, layers
 
 
 def test_bulk_evaluation_uses_the_inference_form(getkey):
-    from ffjord._train import for_inference
+    from ffjord._trainer import for_inference
 
     blocks = [ffjord.FFJORD(ffjord.MLPField(2, 8, 3, key=getkey())) for _ in range(2)]
     base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from ffjord._run import RunDir, make_trainer, train_key
+from ffjord._run import RunDir
+from ffjord._settings import make_trainer, train_key
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ffjord
-from ffjord._train import Trainer, check_progress, trainable
+from ffjord._trainer import Trainer, check_progress, trainable
 
 
 def small_dist(key, dim=2, blocks=2, trace=None):

@@ -8,12 +8,16 @@ from ._distributions import MultivariateNormalDiag as MultivariateNormalDiag
 from ._distributions import TransformedDistribution as TransformedDistribution
 from ._errors import InputError as InputError
 from ._ffjord import FFJORD as FFJORD
+from ._objectives import AbstractObjective as AbstractObjective
+from ._objectives import FlowMatching as FlowMatching
+from ._objectives import MaximumLikelihood as MaximumLikelihood
+from ._run import load as load
 from ._trace import AbstractTrace as AbstractTrace
 from ._trace import ExactTrace as ExactTrace
 from ._trace import HutchinsonTrace as HutchinsonTrace
-from ._train import TrainingDiverged as TrainingDiverged
 from ._train import fit as fit
-from ._train import for_inference as for_inference
+from ._train import fit_to_density as fit_to_density
+from ._trainer import TrainingDiverged as TrainingDiverged
+from ._trainer import for_inference as for_inference
 from ._vector_field import MLPField as MLPField
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__

@@ -2,6 +2,7 @@
 
 import abc
 import math
+from typing import Literal
 
 import equinox as eqx
 import jax
@@ -53,6 +54,15 @@ class SolveStats(eqx.Module):
         )
 
 
+Regularize = Literal["kinetic", "all"] | None
+
+
+def _zero_log_det(x: Array, regularize: Regularize) -> Array:
+    """Zeros in the shape of `_apply`'s second output for a batch `x`: `(n,)` or `(n, 3)`."""
+    shape = x.shape[:1] if regularize is None else (x.shape[0], 3)
+    return jnp.zeros(shape, x.dtype)
+
+
 def _check_points(x: Array, dim: int | None, name: str) -> None:
     if x.ndim < 1:
         raise ValueError(f"{name} must have shape (..., d), got a scalar")
@@ -88,13 +98,28 @@ class AbstractBijector(eqx.Module):
         inverse: bool,
         log_det: bool,
         throw: bool,
+        regularize: Regularize = None,
     ) -> tuple[Float[Array, "n d"], Float[Array, " n"], SolveStats]:
         """Map a flat batch; return the image, log|det J| per point and statistics.
 
         With `throw`, a failed ODE solve raises; without, it sets `stats.failed`.
+        With `regularize` (`"kinetic"` or `"all"`, for RNODE), the second output has
+        shape `(n, 3)`: log|det J|, the kinetic energy `int ||f||^2 dt` and the Jacobian's
+        Frobenius integral `int ||df/dz||_F^2 dt` (zero unless `"all"`), each summed over
+        blocks; a bijector without dynamics contributes zeros to the last two.
         """
 
-    def _call(self, x, context, key, *, inverse: bool, log_det: bool, throw: bool = True):
+    def _call(
+        self,
+        x,
+        context,
+        key,
+        *,
+        inverse: bool,
+        log_det: bool,
+        throw: bool = True,
+        regularize: Regularize = None,
+    ):
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.result_type(float))
@@ -117,9 +142,15 @@ class AbstractBijector(eqx.Module):
         n = math.prod(batch_shape)
         flat_x = jnp.broadcast_to(x, batch_shape + (d,)).reshape(n, d)
         y, ld, stats = self._apply(
-            flat_x, flat_context, key, inverse=inverse, log_det=log_det, throw=throw
+            flat_x,
+            flat_context,
+            key,
+            inverse=inverse,
+            log_det=log_det,
+            throw=throw,
+            regularize=regularize,
         )
-        return y.reshape(batch_shape + (d,)), ld.reshape(batch_shape), stats
+        return y.reshape(batch_shape + (d,)), ld.reshape(batch_shape + ld.shape[1:]), stats
 
     # Public API ---------------------------------------------------------------------------
 
@@ -217,24 +248,38 @@ class Chain(AbstractBijector):
         dims = [b.dim for b in self.bijectors if b.dim is not None]
         return dims[0] if dims else None
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw):
+    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
         n = len(self.bijectors)
         first = self.bijectors[0]
         if n > 1 and all(_same_structure(first, b) for b in self.bijectors[1:]):
-            return self._scan(x, context, key, inverse=inverse, log_det=log_det, throw=throw)
+            return self._scan(
+                x,
+                context,
+                key,
+                inverse=inverse,
+                log_det=log_det,
+                throw=throw,
+                regularize=regularize,
+            )
         keys = [None] * n if key is None else list(jax.random.split(key, n))
         order = range(n - 1, -1, -1) if inverse else range(n)
-        total_ld = jnp.zeros(x.shape[:1], x.dtype)
+        total_ld = _zero_log_det(x, regularize)
         stats = SolveStats.zero()
         for i in order:
             x, ld, s = self.bijectors[i]._apply(
-                x, context, keys[i], inverse=inverse, log_det=log_det, throw=throw
+                x,
+                context,
+                keys[i],
+                inverse=inverse,
+                log_det=log_det,
+                throw=throw,
+                regularize=regularize,
             )
             total_ld = total_ld + ld
             stats = stats + s
         return x, total_ld, stats
 
-    def _scan(self, x, context, key, *, inverse, log_det, throw):
+    def _scan(self, x, context, key, *, inverse, log_det, throw, regularize):
         n = len(self.bijectors)
         parts = [eqx.partition(b, eqx.is_array) for b in self.bijectors]
         static = parts[0][1]
@@ -245,10 +290,12 @@ class Chain(AbstractBijector):
             z, total = carry
             params, k = xs
             block = eqx.combine(params, static)
-            z, ld, s = block._apply(z, context, k, inverse=inverse, log_det=log_det, throw=throw)
+            z, ld, s = block._apply(
+                z, context, k, inverse=inverse, log_det=log_det, throw=throw, regularize=regularize
+            )
             return (z, total + ld), s
 
-        init = (x, jnp.zeros(x.shape[:1], x.dtype))
+        init = (x, _zero_log_det(x, regularize))
         (y, total), stats = jax.lax.scan(body, init, (stacked, keys), reverse=inverse)
         return y, total, stats.total()
 
@@ -279,8 +326,10 @@ class Affine(AbstractBijector):
     def dim(self) -> int:
         return self.shift.shape[0]
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw):
+    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
         ld = jnp.broadcast_to(jnp.sum(jnp.log(jnp.abs(self.scale))), x.shape[:1]).astype(x.dtype)
+        if regularize is not None:  # no dynamics: no kinetic energy, no Jacobian integral
+            ld = _zero_log_det(x, regularize).at[:, 0].set(ld)
         if inverse:
             return ((x - self.shift) / self.scale).astype(x.dtype), -ld, SolveStats.zero()
         return (self.shift + self.scale * x).astype(x.dtype), ld, SolveStats.zero()

@@ -49,15 +49,30 @@ def _divergence_dynamics(t, state, args):
     return _per_point(lambda zi, ci: field.value_and_divergence(t, zi, ci), z, context)
 
 
+def _kinetic_dynamics(t, state, args):
+    """`_divergence_dynamics` plus d/dt kinetic energy = ||f||^2 (RNODE without Frobenius)."""
+    dz, div = _divergence_dynamics(t, state[:2], args)
+    return dz, div, jnp.sum(dz * dz, axis=-1), jnp.zeros_like(div)
+
+
 def _augmented_dynamics(t, state, args):
-    """d/dt (z, log-det) = (f(t, z), scale * sum_v v^T (df/dz) v), per point."""
-    z, _ = state
+    """d/dt (z, log-det) = (f(t, z), scale * sum_v v^T (df/dz) v), per point.
+
+    With four state parts (RNODE), also d/dt kinetic energy = ||f||^2 and d/dt Frobenius
+    = scale * sum_v ||(df/dz) v||^2, an estimate of ||df/dz||_F^2 from the same probes
+    (exact for the standard basis, unbiased for Hutchinson's).
+    """
+    z = state[0]
     field, context, probes, scale = args
     dz, jvp = jax.linearize(lambda u: _batched_field(field, t, u, context), z)
     probes = probes.astype(z.dtype)
     j_probes = jax.vmap(jvp)(probes)  # (m, n, d): J v for every probe v, every point
     trace = scale * jnp.sum(j_probes * probes, axis=(0, 2))
-    return dz, trace
+    if len(state) == 2:
+        return dz, trace
+    kinetic = jnp.sum(dz * dz, axis=-1)
+    frobenius = scale * jnp.sum(j_probes * j_probes, axis=(0, 2))
+    return dz, trace, kinetic, frobenius
 
 
 class FFJORD(AbstractBijector):
@@ -192,42 +207,48 @@ class FFJORD(AbstractBijector):
                 f"context_dim={context_dim}"
             )
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw):
+    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
         self._check_context(context)
         n, d = x.shape
-        if log_det and self._closed_form_trace:
+        log_det = log_det or regularize is not None
+        closed_form = self._closed_form_trace and regularize != "all"
+        if log_det and closed_form:
             probes, scale = None, 1.0  # the field computes its exact divergence itself
         elif log_det:
             probes, scale = self.trace.probes(key, n, d, x.dtype)
         else:
             probes, scale = None, 1.0
+        args = (x, context, probes, scale, inverse, log_det, throw, regularize)
         if self.per_point:
-            return self._solve_per_point(x, context, probes, scale, inverse, log_det, throw)
-        return self._solve(x, context, probes, scale, inverse, log_det, throw)
+            return self._solve_per_point(*args)
+        return self._solve(*args)
 
-    def _solve_per_point(self, x, context, probes, scale, inverse, log_det, throw):
+    def _solve_per_point(self, x, context, probes, scale, inverse, log_det, throw, regularize):
         def one(xi, ci, pi):
             ci = None if ci is None else ci[None]
             pi = None if pi is None else pi[:, None]
-            y, ld, stats = self._solve(xi[None], ci, pi, scale, inverse, log_det, throw)
+            y, ld, stats = self._solve(xi[None], ci, pi, scale, inverse, log_det, throw, regularize)
             return y[0], ld[0], stats
 
         in_axes = (0, None if context is None else 0, None if probes is None else 1)
         y, ld, stats = jax.vmap(one, in_axes=in_axes)(x, context, probes)
         return y, ld, stats.total()
 
-    def _solve(self, x, context, probes, scale, inverse, log_det, throw):
+    def _solve(self, x, context, probes, scale, inverse, log_det, throw, regularize):
         t0, t1 = (self.t1, self.t0) if inverse else (self.t0, self.t1)
         dt0 = None if self.dt0 is None else (self.dt0 if t1 > t0 else -self.dt0)
-        if log_det:
+        zeros = jnp.zeros(x.shape[:1], x.dtype)
+        if regularize is not None:
+            dynamics = _kinetic_dynamics if probes is None else _augmented_dynamics
+            y0 = (x, zeros, zeros, zeros)
+        elif log_det:
             dynamics = _divergence_dynamics if probes is None else _augmented_dynamics
-            term = diffrax.ODETerm(dynamics)
-            y0 = (x, jnp.zeros(x.shape[:1], x.dtype))
+            y0 = (x, zeros)
         else:
-            term = diffrax.ODETerm(_dynamics)
+            dynamics = _dynamics
             y0 = x
         sol = diffrax.diffeqsolve(
-            term,
+            diffrax.ODETerm(dynamics),
             self.solver,
             t0,
             t1,
@@ -241,7 +262,18 @@ class FFJORD(AbstractBijector):
         )
         assert sol.ys is not None and sol.stats is not None
         ys = jax.tree.map(lambda a: a[-1], sol.ys)
-        y, ld = ys if log_det else (ys, jnp.zeros(x.shape[:1], x.dtype))
+        if regularize is not None:
+            # The integrals of ||f||^2 and ||df/dz||_F^2 along the path, positive in
+            # both directions (an inverse solve integrates them from t1 back to t0).
+            y, ld, kinetic, frobenius = ys
+            if regularize == "kinetic":  # JVP probes estimate it anyway: not asked for
+                frobenius = jnp.zeros_like(frobenius)
+            sign = -1.0 if inverse else 1.0
+            ld = jnp.stack([ld, sign * kinetic, sign * frobenius], axis=-1)
+        elif log_det:
+            y, ld = ys
+        else:
+            y, ld = ys, zeros
         per_step, at_start = _evals_per_step(self.solver)
         num_steps = sol.stats["num_steps"]
         stats = SolveStats(

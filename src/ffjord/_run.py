@@ -2,233 +2,36 @@
 
 ```
 DIR/config.json        every setting (format_version, data, model, solver, training)
-DIR/checkpoint.eqx     TrainState: parameters, optimiser state, epoch, RNG key (no pickle)
+DIR/checkpoint.eqx     TrainState: parameters (and the best epoch's), epoch, RNG key,
+                       early-stopping counters, optimiser state (no pickle)
 DIR/metrics.jsonl      one JSON object per finished epoch
 DIR/snapshots/         transformed samples and grid after each epoch (2-D data)
 DIR/figures/           the figures
 ```
 Every file is written atomically; each epoch appends its metrics line first and then
-replaces the checkpoint, and `--resume` trims the metrics to the checkpoint's epoch,
+replaces the checkpoint, and a resumed run trims the metrics to the checkpoint's epoch,
 so after any crash every epoch appears exactly once and matches the checkpoint.
 """
 
-import hashlib
+import concurrent.futures
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from . import datasets
-from ._bijector import Affine, Chain
-from ._distributions import MultivariateNormalDiag, TransformedDistribution
+from ._distributions import TransformedDistribution
 from ._errors import InputError
-from ._ffjord import FFJORD
 from ._io import atomic_write, atomic_write_text
-from ._keys import as_typed_key, key_bits
-from ._trace import ExactTrace, HutchinsonTrace
-from ._train import Trainer, TrainState
-from ._vector_field import MLPField
+from ._keys import as_typed_key
+from ._spec import build
+from ._trainer import Trainer, TrainState, transform
 
-FORMAT_VERSION = 1
-
-SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
-    "dopri5": diffrax.Dopri5,
-    "tsit5": diffrax.Tsit5,
-    "dopri8": diffrax.Dopri8,
-    "bosh3": diffrax.Bosh3,
-    "heun": diffrax.Heun,
-    "midpoint": diffrax.Midpoint,
-    "ralston": diffrax.Ralston,
-}
-TRACES = ("exact", "hutchinson")
-SCHEDULES = ("constant", "cosine")
-
-# The tutorial: moons, 4 blocks of MLP(8, 3), Dopri5 rtol 1e-3 atol 1e-5, Adam 1e-2, 40 epochs.
-TUTORIAL: dict[str, Any] = {
-    "data": "moons",
-    "epochs": 40,
-    "batch_size": 256,
-    "lr": 1e-2,
-    "schedule": "constant",
-    "blocks": 4,
-    "hidden": 8,
-    "layers": 3,
-    "trace": "exact",
-    "solver": "dopri5",
-    "rtol": 1e-3,
-    "atol": 1e-5,
-    "max_steps": 1000,
-    "seed": 0,
-    "n_train": 8192,
-    "n_test": 4096,
-}
-BASE_SCALE_TOY = 0.8  # the tutorial's base N(0, 0.8^2 I)
-BASE_SCALE_FILE = 1.0  # user data is standardised, so a unit Gaussian fits it best
-TEST_SEED_OFFSET = 1_000_003  # held-out toy data: fresh draws with another seed
-
-
-def validate_options(cfg: dict[str, Any]) -> None:
-    """One-line errors for settings that cannot work."""
-    for name in ("epochs", "batch_size", "blocks", "hidden", "layers", "max_steps"):
-        value = cfg[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise InputError(f"{flag} must be a positive integer, got {value!r}")
-    for name in ("lr", "rtol", "atol"):
-        value = cfg[name]
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-            raise InputError(f"--{name} must be a positive number, got {value!r}")
-    if cfg["solver"] not in SOLVERS:
-        raise InputError(f"unknown solver {cfg['solver']!r}; choose one of: {', '.join(SOLVERS)}")
-    if cfg["trace"] not in TRACES:
-        raise InputError(f"unknown trace {cfg['trace']!r}; choose one of: {', '.join(TRACES)}")
-    if cfg["schedule"] not in SCHEDULES:
-        raise InputError(
-            f"unknown schedule {cfg['schedule']!r}; choose one of: {', '.join(SCHEDULES)}"
-        )
-    seed = cfg["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-        raise InputError(f"--seed must be an integer in [0, 2^31), got {seed!r}")
-
-
-# Data ----------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def describe_data(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Fill in what the data fixes: dimension, sizes, standardisation, plot limits."""
-    name = cfg["data"]
-    if name in datasets.TOY_DATASETS:
-        cfg["dim"] = 2
-        cfg["standardize"] = None
-        cfg["base_scale"] = BASE_SCALE_TOY
-        if name == "moons":  # the tutorial's fixed limits
-            cfg["limits"] = [-3.0, 3.0, -3.0, 3.0]
-        else:
-            cfg["limits"] = _limits(datasets.sample_toy(name, cfg["n_train"], cfg["seed"]))
-        return cfg
-    path = Path(name).expanduser()
-    if path.suffix.lower() not in (".npy", ".csv") and not path.exists():
-        raise InputError(
-            f"unknown data set {name!r}: choose one of {', '.join(datasets.TOY_DATASETS)} "
-            "or give a .npy or .csv file"
-        )
-    data = datasets.load_array(path)
-    cfg["data"] = str(path.resolve())
-    cfg["data_sha256"] = _sha256(path)
-    train, test = datasets.split_holdout(data, 0.1, cfg["seed"])
-    cfg["n_train"], cfg["n_test"] = int(train.shape[0]), int(test.shape[0])
-    cfg["dim"] = int(data.shape[1])
-    std = train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    cfg["standardize"] = {
-        "shift": [float(v) for v in train.mean(axis=0)],
-        "scale": [float(v) for v in std],
-    }
-    cfg["base_scale"] = BASE_SCALE_FILE
-    cfg["limits"] = _limits(train) if cfg["dim"] == 2 else None
-    return cfg
-
-
-def _limits(points: np.ndarray) -> list[float]:
-    lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
-    centre, half = (lo + hi) / 2, float(np.max(hi - lo)) * 0.65
-    box = [centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half]
-    return [float(v) for v in box]
-
-
-def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The run's training and held-out points, exactly as when it started."""
-    name = cfg["data"]
-    if name in datasets.TOY_DATASETS:
-        train = datasets.sample_toy(name, cfg["n_train"], cfg["seed"])
-        test = datasets.sample_toy(name, cfg["n_test"], cfg["seed"] + TEST_SEED_OFFSET)
-        return train, test
-    path = Path(name)
-    if not path.exists():
-        raise InputError(f"the run's data file {name} no longer exists")
-    if cfg.get("data_sha256") and _sha256(path) != cfg["data_sha256"]:
-        raise InputError(f"the run's data file {name} has changed since the run started")
-    data = datasets.load_array(path)
-    return datasets.split_holdout(data, 0.1, cfg["seed"])
-
-
-def as_training_array(points: np.ndarray) -> np.ndarray:
-    """Training runs in float32 (explicitly, not by accident) unless float64 is enabled."""
-    if jax.config.read("jax_enable_x64"):
-        return points
-    return points.astype(np.float32)
-
-
-# Model ---------------------------------------------------------------------------------------
-
-
-def _init_fields(key, dim: int, hidden: int, layers: int, blocks: int) -> list[MLPField]:
-    """Every block's field, each from its own key (split once, no per-block JAX calls)."""
-    split = np.asarray(key_bits(jax.random.split(key, blocks)))
-    return [MLPField(dim, hidden, layers, key=as_typed_key(k)) for k in split]
-
-
-def build_model(cfg: dict[str, Any]) -> TransformedDistribution:
-    """The flow of a configuration, with its initial parameters (from `seed`)."""
-    dim = cfg["dim"]
-    fields = _init_fields(
-        jax.random.key(cfg["seed"]), dim, cfg["hidden"], cfg["layers"], cfg["blocks"]
-    )
-    trace = ExactTrace() if cfg["trace"] == "exact" else HutchinsonTrace()
-    solver = SOLVERS[cfg["solver"]]()
-    blocks = [
-        FFJORD(
-            field,
-            trace=trace,
-            solver=solver,
-            rtol=cfg["rtol"],
-            atol=cfg["atol"],
-            max_steps=cfg["max_steps"],
-        )
-        for field in fields
-    ]
-    bijector = Chain(blocks)
-    if cfg.get("standardize"):
-        shift = jnp.asarray(cfg["standardize"]["shift"], jnp.float32)
-        scale = jnp.asarray(cfg["standardize"]["scale"], jnp.float32)
-        bijector = Chain([bijector, Affine(shift, scale)])
-    base = MultivariateNormalDiag(jnp.zeros(dim), cfg["base_scale"] * jnp.ones(dim))
-    return TransformedDistribution(base, bijector)
-
-
-def make_optimizer(cfg: dict[str, Any], steps_per_epoch: int) -> optax.GradientTransformation:
-    if cfg["schedule"] == "cosine":
-        lr = optax.cosine_decay_schedule(cfg["lr"], cfg["epochs"] * steps_per_epoch, alpha=0.05)
-        return optax.adam(lr)
-    return optax.adam(cfg["lr"])
-
-
-def make_trainer(cfg: dict[str, Any]) -> Trainer:
-    steps_per_epoch = max(cfg["n_train"] // cfg["batch_size"], 1)
-    return Trainer(
-        build_model(cfg),
-        batch_size=cfg["batch_size"],
-        optimizer=make_optimizer(cfg, steps_per_epoch),
-    )
-
-
-def train_key(cfg: dict[str, Any]) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(cfg["seed"]), 1)
-
-
-# Files ---------------------------------------------------------------------------------------
+FORMAT_VERSION = 2
 
 
 def _load_leaf(f, like):
@@ -272,10 +75,12 @@ class RunDir:
                 f"{FORMAT_VERSION}"
             )
         try:
-            validate_options(cfg)
-            for name in ("dim", "n_train", "n_test"):
+            for name in ("dim", "epochs", "batch_size"):
                 if int(cfg[name]) < 1:
                     raise ValueError(f"{name} must be positive")
+            for name in ("model", "loss"):
+                if name not in cfg:
+                    raise KeyError(name)
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{self.config} is incomplete or corrupt ({err})") from None
         return cfg
@@ -288,20 +93,33 @@ class RunDir:
 
     def load_checkpoint(self, template: TrainState) -> TrainState:
         """Read the checkpoint into the shape of `template`; refuse anything that does not fit."""
+        return self._read_checkpoint(template, whole=True)
+
+    def load_model_state(self, template: TrainState) -> TrainState:
+        """The checkpoint's parameters, epoch and early-stopping fields, without knowing the
+        optimiser: `template.opt_state` is ignored (the file's last part is only checked
+        to be complete)."""
+        head = eqx.tree_at(lambda s: s.opt_state, template, None)
+        return self._read_checkpoint(head, whole=False)
+
+    def _read_checkpoint(self, template: TrainState, *, whole: bool) -> TrainState:
         if not self.checkpoint.exists():
             raise InputError(f"{self.path} has no checkpoint yet; train it first")
         try:
             with open(self.checkpoint, "rb") as f:
                 state = eqx.tree_deserialise_leaves(f, template, filter_spec=_load_leaf)
-                if f.read(1):
+                if whole and f.read(1):
                     raise ValueError("trailing bytes")
+                while not whole and f.read(1):  # the optimiser's arrays: complete records
+                    f.seek(-1, os.SEEK_CUR)
+                    np.load(f, allow_pickle=False)
         except Exception as err:  # any malformed content: never a traceback
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise InputError(
                 f"checkpoint {self.checkpoint} is corrupt or from an incompatible run "
                 f"({reason[:120]}); delete the run directory or train again"
             ) from None
-        leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+        leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.best_params))]
         if not all(np.all(np.isfinite(x)) for x in leaves):
             raise InputError(f"checkpoint {self.checkpoint} holds non-finite parameters")
         return state
@@ -360,3 +178,97 @@ class RunDir:
             except Exception:  # a damaged snapshot only costs one animation frame
                 continue
         return out
+
+
+# Snapshots -------------------------------------------------------------------------------------
+
+SNAPSHOT_POINTS = 8192  # the tutorial's number of base samples per snapshot
+SNAPSHOT_SAMPLES = SNAPSHOT_POINTS - 2 * 4 * 100  # the rest are the grid's 8 lines
+
+
+def base_grid() -> np.ndarray:
+    """The tutorial's grid: 4 horizontal and 4 vertical lines of 100 points over [-3, 3]^2
+    in base space, where the base N(0, 0.8^2 I) lives."""
+    from .plotting import make_grid  # matplotlib: imported only when a run draws
+
+    return make_grid(-3.0, 3.0, -3.0, 3.0, gridlines=4, pts=100)
+
+
+def base_samples(dist, state: TrainState, n: int = SNAPSHOT_SAMPLES) -> np.ndarray:
+    """`n` fixed draws from the base, the same in every snapshot and figure of a run."""
+    key = jax.random.fold_in(as_typed_key(state.key), 2)
+    return np.asarray(dist.base.sample(key, (n,)), np.float32)
+
+
+class Snapshotter:
+    """Saves the image of fixed base samples and of the tutorial's grid after each epoch,
+    in a background thread (one at a time) so that the next epoch trains meanwhile."""
+
+    def __init__(self, run: RunDir, trainer: Trainer):
+        self.run = run
+        self.trainer = trainer
+        self._points: np.ndarray | None = None  # base samples + grid, drawn on first use
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "ffjord-snapshot")
+        self._pending: concurrent.futures.Future | None = None
+
+    def _moved(self, state: TrainState) -> tuple[np.ndarray, np.ndarray]:
+        if self._points is None:
+            samples = base_samples(self.trainer.dist, state)
+            self._points = np.concatenate([samples, base_grid().astype(np.float32)])
+        moved = transform(self.trainer.model(state).bijector, self._points)
+        return moved[:SNAPSHOT_SAMPLES], moved[SNAPSHOT_SAMPLES:]
+
+    def __call__(self, epoch: int, state: TrainState) -> None:
+        self.run.save_snapshot(epoch, *self._moved(state))
+
+    def submit(self, epoch: int, state: TrainState) -> None:
+        """Save the snapshot in a background thread (one at a time)."""
+        self.wait()
+        self._pending = self._executor.submit(self, epoch, state)
+
+    def wait(self) -> None:
+        """Wait for the snapshot in flight; its errors surface here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def warm_up(self, state: TrainState) -> None:
+        """Compile the snapshot's forward pass without saving anything."""
+        self._moved(state)
+
+
+# Loading a trained model -----------------------------------------------------------------------
+
+
+def open_run(
+    run_dir: str | os.PathLike[str], like: TransformedDistribution | None = None
+) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
+    """(run, config, a trainer of its model, the checkpoint's state without the optimiser)."""
+    run = RunDir(run_dir)
+    cfg = run.require()
+    if like is None:
+        if cfg["model"] is None:
+            raise InputError(
+                f"the model of {run.path} has a part ffjord cannot rebuild (e.g. your own "
+                "vector field); pass like=, a model of the same structure"
+            )
+        like = build(cfg["model"])
+    trainer = Trainer(like)
+    state = run.load_model_state(trainer.init(jax.random.key(0)))
+    return run, cfg, trainer, state
+
+
+def load(run_dir: str | os.PathLike[str], *, like: TransformedDistribution | None = None):
+    """The trained model of a run directory, made by `ffjord train` or `ffjord.fit`.
+
+    With early stopping (`validation`), the best epoch's parameters; otherwise the last
+    epoch's. The model is rebuilt from the description in `config.json`; a model with a
+    part ffjord cannot describe (e.g. your own vector field) needs `like=`, a model of
+    the same structure (its arrays are replaced).
+
+    Example:
+        >>> dist = ffjord.load("runs/tutorial")  # doctest: +SKIP
+        >>> dist.log_prob(points)  # doctest: +SKIP
+    """
+    _, cfg, trainer, state = open_run(run_dir, like)
+    return trainer.model(state, best=cfg.get("validation", 0) > 0 and int(state.best_epoch) > 0)

@@ -1,283 +1,337 @@
-"""Maximum-likelihood training: `fit`, the jitted epoch, and held-out evaluation."""
+"""The training engine behind `ffjord.fit` and `ffjord train`, and `fit_to_density`.
 
-import contextlib
+One loop for every objective: epochs of compiled steps, the exact held-out likelihood
+after each, early stopping on a validation split, and (with `run_dir`) the run
+directory: config, checkpoint, metrics and snapshots, written so that a killed run
+resumes exactly where its last checkpoint left it.
+"""
+
+import dataclasses
+import hashlib
+import json
 import math
-import threading
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import PRNGKeyArray
 
-from ._bijector import Affine
-from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
 from ._errors import InputError
-from ._keys import as_typed_key, key_bits
-from ._trace import AbstractTrace, ExactTrace
+from ._keys import key_bits
+from ._objectives import AbstractObjective, ReverseKL
+from ._run import FORMAT_VERSION, RunDir, Snapshotter
+from ._spec import describe
+from ._trainer import Trainer, TrainState, check_data, check_progress
+from ._version import __version__
 
 
-class TrainingDiverged(RuntimeError):
-    """Training kept producing non-finite losses or failed solves; the message says what to try."""
+@dataclasses.dataclass(frozen=True)
+class Names:
+    """How options are called in error messages (Python keywords or command-line flags)."""
+
+    run_dir: str = "run_dir"
+    resume: str = "resume=True"
+    epochs: str = "epochs"
+    batch_size: str = "batch_size"
+    validation: str = "validation"
+    patience: str = "patience"
 
 
-class TrainState(eqx.Module):
-    """Everything needed to continue training exactly where it stopped.
+@dataclasses.dataclass
+class Training:
+    """What a finished (or stopped) training leaves: the model, its history and state."""
 
-    `params` are the trainable arrays of the flow, `opt_state` the optimiser's state,
-    `epoch` the number of finished epochs and `key` the raw data of the key that
-    fixes every epoch's shuffle and every step's trace noise.
-    """
-
-    params: Any
-    opt_state: Any
-    epoch: Array
-    key: Array
+    dist: TransformedDistribution
+    history: list[dict]
+    trainer: Trainer
+    state: TrainState
 
 
-def trainable(dist: TransformedDistribution) -> Any:
-    """The filter of trainable leaves: the bijector's float arrays, except fixed `Affine` maps."""
-    spec = jax.tree.map(lambda _: False, dist)
-    bij_spec = jax.tree.map(
-        lambda node: False if isinstance(node, Affine) else eqx.is_inexact_array(node),
-        dist.bijector,
-        is_leaf=lambda node: isinstance(node, Affine),
-    )
-    return eqx.tree_at(lambda d: d.bijector, spec, bij_spec)
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
-def for_inference(tree: Any) -> Any:
-    """`tree` with every part that offers `for_inference()` (e.g. `MLPField`) in its
-    fastest form for evaluation without derivatives; values agree to rounding.
-
-    Example:
-        >>> fast = ffjord.for_inference(dist)  # doctest: +SKIP
-        >>> jax.jit(fast.log_prob)(points)  # about 2x faster for the tutorial's model
-    """
-
-    def has_form(node) -> bool:
-        return callable(getattr(node, "for_inference", None))
-
-    return jax.tree.map(
-        lambda node: node.for_inference() if has_form(node) else node, tree, is_leaf=has_form
-    )
-
-
-def exact_trace(dist: TransformedDistribution) -> TransformedDistribution:
-    """The same model with every stochastic trace replaced by the exact one."""
-    return jax.tree.map(
-        lambda node: ExactTrace() if isinstance(node, AbstractTrace) else node,
-        dist,
-        is_leaf=lambda node: isinstance(node, AbstractTrace),
-    )
-
-
-def _check_data(data, name: str, dim: int) -> np.ndarray:
-    arr = np.asarray(data)
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise InputError(f"{name} must be a non-empty array of shape (n, {dim}), got {arr.shape}")
-    if arr.shape[1] != dim:
-        raise InputError(f"{name} has dimension {arr.shape[1]} but the model is {dim}-dimensional")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        bad = int(np.sum(~np.all(np.isfinite(arr), axis=1)))
-        raise InputError(f"{name} has {bad} rows with NaN or inf; remove them first")
-    if arr.dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+def _check_validation(validation: Any, patience: Any, names: Names) -> tuple[float, int | None]:
+    ok = isinstance(validation, int | float) and not isinstance(validation, bool)
+    if not ok or not math.isfinite(validation) or not 0 <= validation < 1:
         raise InputError(
-            f"{name} is float64 but JAX is in 32-bit mode; cast it to float32 explicitly or "
-            'enable float64 with jax.config.update("jax_enable_x64", True)'
+            f"{names.validation} must be a fraction in [0, 1) of the training data, "
+            f"got {validation!r}"
         )
-    return arr
-
-
-class Trainer:
-    """The compiled pieces of training a `TransformedDistribution` by maximum likelihood.
-
-    `fit` is the convenient front; the command line drives a `Trainer` directly to
-    save checkpoints between epochs.
-    """
-
-    def __init__(
-        self,
-        dist: TransformedDistribution,
-        *,
-        batch_size: int = 256,
-        optimizer: optax.GradientTransformation | None = None,
-        learning_rate: float = 1e-2,
-        eval_batch_size: int = 1024,
-    ):
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if optimizer is None:
-            if not (isinstance(learning_rate, int | float) and math.isfinite(learning_rate)):
-                raise InputError(f"learning_rate must be a positive number, got {learning_rate!r}")
-            if learning_rate <= 0:
-                raise InputError(f"learning_rate must be positive, got {learning_rate!r}")
-            optimizer = optax.adam(learning_rate)
-        self.dist = dist
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.optimizer = optimizer
-        self.filter_spec = trainable(dist)
-        self.num_traces = {"epoch": 0, "eval": 0}
-        self._epoch_fn = eqx.filter_jit(self._epoch)
-        self._eval_fn = eqx.filter_jit(self._log_prob_chunk)
-
-    # State ---------------------------------------------------------------------------------
-
-    def init(self, key: PRNGKeyArray) -> TrainState:
-        """A fresh state: the model's current parameters, a new optimiser state, epoch 0."""
-        params = eqx.filter(self.dist, self.filter_spec)
-        key_data = key_bits(key)
-        return TrainState(
-            params=params,
-            opt_state=self.optimizer.init(params),
-            epoch=jnp.asarray(0, jnp.int32),
-            key=key_data,
-        )
-
-    def model(self, state: TrainState) -> TransformedDistribution:
-        """The distribution with the state's parameters."""
-        _, static = eqx.partition(self.dist, self.filter_spec)
-        return eqx.combine(state.params, static)
-
-    # One epoch -----------------------------------------------------------------------------
-
-    def _epoch(self, state: TrainState, batches: Array):
-        self.num_traces["epoch"] += 1  # runs only while tracing: counts compilations
-        _, static = eqx.partition(self.dist, self.filter_spec)
-        optimizer = self.optimizer
-        epoch_key = jax.random.fold_in(as_typed_key(state.key), state.epoch)
-        step_keys = jax.random.split(epoch_key, batches.shape[0])
-
-        def loss_fn(params, batch, key):
-            lp, stats = eqx.combine(params, static).log_prob_with_stats(batch, key=key)
-            return -jnp.mean(lp), stats
-
-        def step(carry, xs):
-            params, opt_state = carry
-            batch, key = xs
-            (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
-                params, batch, key
-            )
-            updates, new_opt_state = optimizer.update(grads, opt_state, params)
-            new_params = eqx.apply_updates(params, updates)
-            finite = jnp.isfinite(loss) & ~stats.failed
-            for g in jax.tree.leaves(grads):
-                finite = finite & jnp.all(jnp.isfinite(g))
-            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-            params = jax.tree.map(keep, new_params, params)
-            opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-            return (params, opt_state), (loss, finite, stats.num_fn_evals, stats.num_steps)
-
-        (params, opt_state), (losses, ok, nfe, steps) = jax.lax.scan(
-            step, (state.params, state.opt_state), (batches, step_keys)
-        )
-        new_state = TrainState(params, opt_state, state.epoch + 1, state.key)
-        return new_state, losses, ok, nfe, steps
-
-    def _epoch_batches(self, state: TrainState, data: np.ndarray) -> Array:
-        """The epoch's shuffled full batches, `(n_batches, batch_size, d)`."""
-        n_batches = data.shape[0] // self.batch_size
-        order = _epoch_order(state.key, int(state.epoch), data.shape[0])
-        used = order[: n_batches * self.batch_size]  # drop the last partial batch
-        return jnp.asarray(data[used].reshape(n_batches, self.batch_size, data.shape[1]))
-
-    def compile_epoch(
-        self, state: TrainState, data: np.ndarray, meanwhile: Callable[[], Any] | None = None
-    ) -> threading.Thread | None:
-        """Compile the epoch ahead of time, then start `meanwhile` in a thread.
-
-        XLA compiles the epoch on both cores, so `meanwhile` (e.g. compiling the
-        evaluation functions) starts only after it and overlaps the first epoch instead,
-        which runs on one core: the first step comes 1.5 s sooner on 2 cores than when
-        both compile at once. The thread is returned still running: join it before
-        using what it prepares.
-        """
-        self._epoch_fn.lower(state, self._epoch_batches(state, data)).compile()
-        if meanwhile is None:
-            return None
-        worker = threading.Thread(target=_quietly(meanwhile), daemon=True)
-        worker.start()
-        return worker
-
-    def run_epoch(self, state: TrainState, data: np.ndarray) -> tuple[TrainState, dict]:
-        """Train one epoch over shuffled full batches; return the new state and its record."""
-        if data.shape[0] < self.batch_size:
+    if patience is not None:
+        patience = _positive_int(patience, names.patience)
+        if validation == 0:
             raise InputError(
-                f"the training set has {data.shape[0]} points, fewer than one batch of "
-                f"{self.batch_size}; lower the batch size"
+                f"{names.patience} needs a validation split to watch: give {names.validation} "
+                "> 0 (e.g. 0.1)"
             )
-        batches = self._epoch_batches(state, data)
-        start = time.perf_counter()
-        new_state, losses, ok, nfe, steps = self._epoch_fn(state, batches)
-        losses, ok, nfe, steps = jax.device_get((losses, ok, nfe, steps))
-        seconds = time.perf_counter() - start
-        n_ok = int(np.sum(ok))
-        record = {
-            "epoch": int(new_state.epoch),
-            "train_loss": float(np.mean(losses[ok])) if n_ok else float("nan"),
-            "seconds": seconds,
-            "nfe": float(np.mean(nfe)),
-            "solver_steps": float(np.mean(steps)),
-            "rejected_steps": int(len(ok) - n_ok),
-        }
-        return new_state, record
-
-    # Evaluation ----------------------------------------------------------------------------
-
-    def _log_prob_chunk(self, dist, chunk: Array):
-        self.num_traces["eval"] += 1
-        return dist.log_prob_with_stats(chunk)[0]
-
-    def log_prob(self, state_or_dist, points: np.ndarray) -> np.ndarray:
-        """Exact log-density of `points` (n, d), in chunks of `eval_batch_size` points.
-
-        Every chunk has the same shape (the last one is padded), so any number of
-        points reuses one compiled program; chunks run on every core.
-        """
-        dist = self.model(state_or_dist) if isinstance(state_or_dist, TrainState) else state_or_dist
-        dist = for_inference(exact_trace(dist))
-        return map_chunks(self._eval_fn, points, self.eval_batch_size, dist)
-
-    def nll(self, state: TrainState, points: np.ndarray) -> float:
-        """Mean negative log-likelihood (nats per point)."""
-        return float(-np.mean(self.log_prob(state, points)))
+    return float(validation), patience
 
 
-def _epoch_order(key_data: Array, epoch: int, n: int) -> np.ndarray:
-    """The epoch's data order, fixed by (key, epoch): host-side, nothing to compile.
-
-    The argsort of raw PCG64 output (a stream NumPy keeps fixed across versions) seeded
-    with the key's bits and the epoch.
-    """
-    seed = np.random.SeedSequence([*np.asarray(key_data).ravel().tolist(), epoch])
-    return np.argsort(np.random.PCG64(seed).random_raw(n), kind="stable")
+def fit_size(n: int, validation: float) -> int:
+    """How many of `n` training rows are fitted when `validation` of them are held out."""
+    return n - int(round(validation * n))
 
 
-def _quietly(fn: Callable[[], Any]) -> Callable[[], None]:
-    def run() -> None:
-        with contextlib.suppress(Exception):  # a warm-up: the real call reports problems
-            fn()
+def _split(key_data, n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows): a fixed split of `n` rows from the key."""
+    seed = np.random.SeedSequence([*np.asarray(key_data).ravel().tolist(), 0x5EED])
+    order = np.argsort(np.random.PCG64(seed).random_raw(n), kind="stable")
+    n_fit = fit_size(n, fraction)
+    return np.sort(order[:n_fit]), np.sort(order[n_fit:])
 
-    return run
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
-def check_progress(record: dict, num_steps: int) -> None:
-    """Stop with a clear message when most of an epoch's steps had to be rejected."""
-    if record["rejected_steps"] * 2 > num_steps:
-        raise TrainingDiverged(
-            f"training diverged in epoch {record['epoch']}: {record['rejected_steps']} of "
-            f"{num_steps} steps gave a non-finite loss or an exhausted ODE solver; lower the "
-            "learning rate, loosen rtol/atol or raise max_steps (the last good state is kept)"
+def _differences(saved: dict[str, Any], config: dict[str, Any], names: Names) -> str | None:
+    """The first setting a resumed run would change, as a message (None: all the same)."""
+    ignored = {"epochs", "ffjord_version"}
+    config = json.loads(json.dumps(config))  # compare as stored
+    for name in sorted((set(saved) | set(config)) - ignored):
+        if saved.get(name) != config.get(name):
+            if name == "model":
+                what = "the model differs from the run's (config.json's model)"
+            elif name == "train_sha256":
+                what = "the training data differ from the run's"
+            else:
+                what = f"{name} {config.get(name)!r} differs from the run's {saved.get(name)!r}"
+            return f"{what}; a resumed run keeps its own settings (only {names.epochs} may change)"
+    return None
+
+
+def run_training(
+    key: PRNGKeyArray,
+    dist: TransformedDistribution,
+    data,
+    *,
+    context=None,
+    test_data=None,
+    test_context=None,
+    objective: AbstractObjective | None = None,
+    epochs: int = 40,
+    batch_size: int = 256,
+    learning_rate: float = 1e-2,
+    optimizer: optax.GradientTransformation | None = None,
+    validation: float = 0.0,
+    patience: int | None = None,
+    run_dir=None,
+    resume: bool = False,
+    callback: Callable[[dict, TransformedDistribution], None] | None = None,
+    show_progress: bool = True,
+    settings: dict[str, Any] | None = None,
+    names: Names = Names(),
+    started: float | None = None,
+) -> Training:
+    """The engine: `fit`'s arguments, plus what the command line adds (`settings` written
+    to `config.json`, option `names` for messages, the process' `started` time)."""
+    started = time.perf_counter() if started is None else started
+    epochs = _positive_int(epochs, names.epochs)
+    validation, patience = _check_validation(validation, patience, names)
+    if resume and run_dir is None:
+        raise InputError(f"{names.resume} continues a run directory: give {names.run_dir}")
+    train = check_data(data, "data", dist.dim)
+    ctx = None if context is None else check_data(context, "context", None, len(train))
+    test = None if test_data is None else check_data(test_data, "test_data", dist.dim)
+    test_ctx = None
+    if (test_context is None) != (context is None or test is None):
+        raise InputError(
+            "give test_context exactly when the data have a context and test_data is given"
         )
+    if test is not None and test_context is not None:
+        test_ctx = check_data(test_context, "test_context", ctx.shape[1], len(test))  # type: ignore[union-attr]
+    key_data = key_bits(key)
+    val = val_ctx = None
+    if validation > 0:
+        rows, val_rows = _split(key_data, len(train), validation)
+        if len(val_rows) == 0 or len(rows) == 0:
+            raise InputError(
+                f"{names.validation}={validation} leaves no validation or training points "
+                f"out of {len(train)}"
+            )
+        val = train[val_rows]
+        val_ctx = None if ctx is None else ctx[val_rows]
+        train = train[rows]
+        ctx = None if ctx is None else ctx[rows]
+    trainer = Trainer(
+        dist,
+        objective=objective,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+    )
+    if train.shape[0] < batch_size:
+        raise InputError(
+            f"the training set has {train.shape[0]} points, fewer than one batch of "
+            f"{batch_size}; lower {names.batch_size}"
+        )
+    state = trainer.init(key)
+    history: list[dict] = []
+    run = None
+    if run_dir is not None:
+        run = RunDir(run_dir)
+        config = {
+            "format_version": FORMAT_VERSION,
+            "ffjord_version": __version__,
+            **(settings or {}),  # the command line's own settings; the engine's follow
+            "model": describe(dist),
+            "loss": trainer.objective.to_config(),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optimizer": "adam" if optimizer is None else "custom",
+            "learning_rate": float(learning_rate) if optimizer is None else None,
+            "validation": validation,
+            "patience": patience,
+            "dim": dist.dim,
+            "context_dim": 0 if ctx is None else int(ctx.shape[1]),
+            "sizes": {
+                "train": int(train.shape[0]),
+                "validation": 0 if val is None else int(val.shape[0]),
+                "test": 0 if test is None else int(test.shape[0]),
+            },
+            "train_sha256": _digest(train, ctx),
+        }
+        saved = None
+        if resume:
+            saved = run.require()
+            problem = _differences(saved, config, names)
+            if problem:
+                raise InputError(problem)
+            state = run.load_checkpoint(state)
+            if epochs < int(state.epoch):
+                raise InputError(
+                    f"{names.epochs} {epochs} is fewer than the {int(state.epoch)} epochs this "
+                    "run has already trained; give a larger number"
+                )
+        else:
+            if run.path.exists() and not run.path.is_dir():
+                raise InputError(
+                    f"{names.run_dir} {run.path} is an existing file; give a new directory"
+                )
+            leftovers = set(run.stale_temps())  # a killed first attempt's temporaries only
+            if run.path.is_dir() and any(p not in leftovers for p in run.path.iterdir()):
+                raise InputError(
+                    f"{names.run_dir} {run.path} already holds files; use {names.resume} to "
+                    "continue that run or choose a new directory"
+                )
+        # Every input is checked: only now create the run or record a new epoch count, so
+        # a refused call leaves no half-made directory and changes nothing in a run.
+        if saved is None or saved.get("epochs") != epochs:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.write_config(config)
+        run.remove_stale_temps()
+        history = run.read_metrics(int(state.epoch))
+        run.write_metrics(history)
+
+    def finished(state: TrainState) -> bool:
+        stopped = patience is not None and int(state.bad_epochs) >= patience
+        return int(state.epoch) >= epochs or stopped
+
+    if not finished(state):
+        state = _loop(
+            trainer, state, train, ctx, test, test_ctx, val, val_ctx, run, history,
+            epochs=epochs, callback=callback, show_progress=show_progress,
+            started=started, finished=finished,
+        )  # fmt: skip
+    best = validation > 0 and int(state.best_epoch) > 0
+    return Training(trainer.model(state, best=best), history, trainer, state)
+
+
+def _loop(
+    trainer: Trainer,
+    state: TrainState,
+    train, ctx, test, test_ctx, val, val_ctx,
+    run: RunDir | None,
+    history: list[dict],
+    *,
+    epochs: int,
+    callback,
+    show_progress: bool,
+    started: float,
+    finished: Callable[[TrainState], bool],
+) -> TrainState:  # fmt: skip
+    """Epochs until `finished`: train, evaluate, keep the best, write the run directory."""
+    snapshot = None
+    if run is not None and trainer.dist.dim == 2 and ctx is None:
+        snapshot = Snapshotter(run, trainer)
+    start_state = state
+
+    def meanwhile() -> None:  # compiles evaluation and snapshots on the other core
+        for points, points_ctx in ((test, test_ctx), (val, val_ctx)):
+            if points is not None:
+                trainer.evaluate(start_state, points, points_ctx)
+        if snapshot is not None:
+            if int(start_state.epoch) == 0:
+                snapshot(0, start_state)
+            else:
+                snapshot.warm_up(start_state)
+
+    warm_up = trainer.compile_epoch(state, train, ctx, meanwhile=meanwhile)
+    steps_per_epoch = train.shape[0] // trainer.batch_size
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=epochs,
+        initial=int(state.epoch),
+        desc="ffjord train" if run is not None else "training",
+        unit="epoch",
+        disable=not show_progress or None,
+        file=sys.stderr,
+    )
+    try:
+        while not finished(state):
+            new_state, record = trainer.run_epoch(state, train, ctx)
+            if warm_up is not None:  # evaluation and snapshots compiled meanwhile
+                warm_up.join()
+                warm_up = None
+                if snapshot is not None and not run.snapshot_path(0).exists():  # type: ignore[union-attr]
+                    snapshot(0, start_state)  # the warm-up failed: retry where errors show
+            check_progress(record, steps_per_epoch)
+            state = new_state
+            eval_start = time.perf_counter()
+            record["test_nll"] = record["eval_nfe"] = None
+            if test is not None:
+                lp, record["eval_nfe"] = trainer.evaluate(state, test, test_ctx)
+                record["test_nll"] = float(-np.mean(lp))
+            if val is not None:
+                lp, nfe = trainer.evaluate(state, val, val_ctx)
+                record["validation_nll"] = float(-np.mean(lp))
+                record["eval_nfe"] = nfe if record["eval_nfe"] is None else record["eval_nfe"]
+                state = state.record_validation(record["validation_nll"])
+                record["best_epoch"] = int(state.best_epoch)
+            record["eval_seconds"] = time.perf_counter() - eval_start
+            record["wall_seconds"] = time.perf_counter() - started
+            if snapshot is not None:  # drawn on the other core while the next epoch trains
+                snapshot.submit(int(state.epoch), state)
+            if run is not None:
+                run.append_metrics(record)  # metrics first, then the checkpoint: see _run.py
+                run.save_checkpoint(state)
+            history.append(record)
+            postfix = {"loss": f"{record['train_loss']:.3f}", "nfe": f"{record['nfe']:.0f}"}
+            for name in ("test_nll", "validation_nll"):
+                if record.get(name) is not None:
+                    postfix[name] = f"{record[name]:.3f}"
+            bar.set_postfix(postfix)
+            bar.update()
+            if callback is not None:
+                callback(record, trainer.model(state))
+    finally:
+        bar.close()
+        if snapshot is not None:
+            snapshot.wait()  # a failed snapshot (e.g. a full disk) is reported here
+    return state
 
 
 def fit(
@@ -285,55 +339,140 @@ def fit(
     dist: TransformedDistribution,
     data,
     *,
+    context=None,
     test_data=None,
+    test_context=None,
+    objective: AbstractObjective | None = None,
     epochs: int = 40,
     batch_size: int = 256,
     learning_rate: float = 1e-2,
     optimizer: optax.GradientTransformation | None = None,
+    validation: float = 0.0,
+    patience: int | None = None,
+    run_dir=None,
+    resume: bool = False,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
 ) -> tuple[TransformedDistribution, list[dict]]:
-    """Fit `dist` to `data` (n, d) by maximum likelihood with mini-batches.
+    """Fit `dist` to `data` (n, d) under `objective` (default: maximum likelihood).
 
     Every epoch shuffles the data (with `key`), drops the last partial batch so shapes
     stay static, and runs all its steps inside one compiled `lax.scan`. A step whose
     loss or gradient is not finite, or whose ODE solve fails, is rejected (the state
     stays at the last good one); if most of an epoch is rejected, `TrainingDiverged`
-    is raised. After each epoch the record
-    `{"epoch", "train_loss", "test_nll", "seconds", "nfe", ...}` is passed to
-    `callback(record, dist)` (`test_nll` is `None` without `test_data`).
+    is raised. After each epoch the exact held-out NLL of `test_data` is measured and
+    the record (`epoch`, `train_loss`, `test_nll`, `seconds`, `steps`, `nfe`, `eval_nfe`,
+    ...) is passed to `callback(record, dist)`.
 
-    Only the bijector's arrays are trained (the base distribution stays fixed).
+    - `objective`: `ffjord.MaximumLikelihood(kinetic=, jacobian_frobenius=)` or
+      `ffjord.FlowMatching(coupling=, sigma=)`.
+    - `validation`: a fraction of `data` held out (a fixed split from `key`) to choose
+      the best epoch, whose parameters are returned; `patience` stops after that many
+      epochs without a better validation NLL. `test_data` never chooses anything.
+    - `run_dir`: write the run directory `ffjord train` writes (config, checkpoint,
+      metrics, snapshots); `resume=True` continues it from its checkpoint, with the
+      same numbers as an uninterrupted run. `ffjord.load(run_dir)` gives the model.
+    - `context`: conditions `(n, k)` row-aligned with `data` (conditional flows).
+
+    Only the bijector's arrays are trained (the base and `Affine` maps stay fixed).
 
     Example:
         >>> dist, history = ffjord.fit(jax.random.key(0), dist, data, epochs=5)  # doctest: +SKIP
         >>> history[-1]["test_nll"]  # doctest: +SKIP
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise InputError(f"epochs must be a positive integer, got {epochs!r}")
-    train = _check_data(data, "data", dist.dim)
-    test = None if test_data is None else _check_data(test_data, "test_data", dist.dim)
-    trainer = Trainer(dist, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer)
+    result = run_training(
+        key,
+        dist,
+        data,
+        context=context,
+        test_data=test_data,
+        test_context=test_context,
+        objective=objective,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        validation=validation,
+        patience=patience,
+        run_dir=run_dir,
+        resume=resume,
+        callback=callback,
+        show_progress=show_progress,
+    )
+    return result.dist, result.history
+
+
+def fit_to_density(
+    key: PRNGKeyArray,
+    dist: TransformedDistribution,
+    log_density: Callable,
+    *,
+    steps: int = 2000,
+    num_samples: int = 256,
+    learning_rate: float = 1e-2,
+    optimizer: optax.GradientTransformation | None = None,
+    context=None,
+    steps_per_record: int = 100,
+    callback: Callable[[dict, TransformedDistribution], None] | None = None,
+    show_progress: bool = True,
+) -> tuple[TransformedDistribution, list[dict]]:
+    """Fit `dist` to an unnormalised density by minimising the reverse KL divergence.
+
+    Each step draws `num_samples` points from the model with their log-densities (one
+    forward solve) and minimises `mean(log q(y) - log_density(y))`, which is
+    `KL(q || p)` up to the unknown log-normaliser. `log_density` maps points `(n, d)`
+    to `(n,)` (with `context`, one condition of shape `(k,)`: `log_density(y, context)`).
+    Steps run `steps_per_record` at a time in one compiled scan; a non-finite step is
+    rejected as in `fit`, and `TrainingDiverged` is raised when most of a record's
+    steps are. Each record: `step`, `loss` (mean over its steps), `nfe`,
+    `rejected_steps`, `seconds`.
+
+    Example:
+        >>> log_p = lambda y: -0.5 * jnp.sum((y - 1.0) ** 2, axis=-1)
+        >>> dist, history = ffjord.fit_to_density(jax.random.key(0), dist, log_p)  # doctest: +SKIP
+    """
+    steps = _positive_int(steps, "steps")
+    num_samples = _positive_int(num_samples, "num_samples")
+    steps_per_record = _positive_int(steps_per_record, "steps_per_record")
+    if not callable(log_density):
+        raise InputError(f"log_density must be a function of points (n, d), got {log_density!r}")
+    context_arr = None
+    if context is not None:
+        context_arr = np.asarray(context)
+        if context_arr.ndim != 1:
+            raise InputError(
+                f"context must be one condition of shape (k,), got {context_arr.shape}"
+            )
+    trainer = Trainer(
+        dist,
+        objective=ReverseKL(log_density, num_samples),
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+    )
     state = trainer.init(key)
     history: list[dict] = []
-    bar = None
-    if show_progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc="training", unit="epoch")
-    try:
-        for _ in range(epochs):
-            new_state, record = trainer.run_epoch(state, train)
-            check_progress(record, train.shape[0] // batch_size)
+    done = 0
+    with tqdm(
+        total=steps, desc="fit_to_density", unit="step", disable=not show_progress or None
+    ) as bar:
+        while done < steps:
+            n = min(steps_per_record, steps - done)
+            new_state, record = trainer.run_steps(state, n, context_arr)
+            check_progress(record, n)
             state = new_state
-            record["test_nll"] = None if test is None else trainer.nll(state, test)
-            history.append(record)
-            if bar is not None:
-                bar.set_postfix(loss=record["train_loss"], test_nll=record["test_nll"])
-                bar.update()
+            done += n
+            entry = {
+                "step": done,
+                "loss": record["train_loss"],
+                "nfe": record["nfe"],
+                "rejected_steps": record["rejected_steps"],
+                "seconds": record["seconds"],
+            }
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}", nfe=f"{entry['nfe']:.0f}")
+            bar.update(n)
             if callback is not None:
-                callback(record, trainer.model(state))
-    finally:
-        if bar is not None:
-            bar.close()
+                callback(entry, trainer.model(state))
     return trainer.model(state), history

@@ -6,8 +6,6 @@ exits non-zero (2 for bad input, 1 for a run that could not finish, 130 on Ctrl-
 """
 
 import argparse
-import concurrent.futures
-import contextlib
 import json
 import math
 import sys
@@ -15,33 +13,44 @@ import time
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import numpy as np
 
 from . import datasets
-from ._chunks import map_chunks
 from ._errors import InputError
 from ._io import atomic_write
-from ._run import (
+from ._run import SNAPSHOT_SAMPLES, RunDir, base_grid, base_samples, open_run
+from ._settings import (
+    ADJOINTS,
+    COUPLINGS,
+    OBJECTIVES,
     SCHEDULES,
     SOLVERS,
     TRACES,
     TUTORIAL,
-    RunDir,
     as_training_array,
+    build_model,
     describe_data,
     load_data,
-    make_trainer,
+    make_objective,
+    make_optimizer,
+    new_settings,
     train_key,
     validate_options,
 )
-from ._train import Trainer, TrainingDiverged, TrainState, check_progress, for_inference
+from ._train import Names, run_training
+from ._trainer import Trainer, TrainingDiverged, TrainState, transform
+from ._version import __version__
 
-SNAPSHOT_POINTS = 8192  # the tutorial's number of base samples per snapshot
-SNAPSHOT_SAMPLES = SNAPSHOT_POINTS - 2 * 4 * 100  # the rest are the grid's 8 lines
-CHUNK = 4096  # points per compiled forward pass (fixed shape: no recompilation)
 OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
+CLI_NAMES = Names(
+    run_dir="--out",
+    resume="--resume",
+    epochs="--epochs",
+    batch_size="--batch-size",
+    validation="--validation",
+    patience="--patience",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,6 +61,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ffjord", description="Continuous normalizing flows (FFJORD) in JAX.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"ffjord {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a flow (no options: the TFP tutorial)")
@@ -77,6 +87,30 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--rtol", type=float, help="relative tolerance (default 1e-3)")
     t.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
     t.add_argument("--max-steps", dest="max_steps", type=int, help="per solve (default 1000)")
+    t.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="likelihood (default) or flow-matching (its own defaults: one wide block; see README)",
+    )
+    t.add_argument(
+        "--coupling", choices=COUPLINGS, help="flow matching: independent (default) or ot"
+    )
+    t.add_argument("--kinetic", type=float, help="likelihood: RNODE kinetic weight (0)")
+    t.add_argument(
+        "--jacobian-frobenius",
+        dest="jacobian_frobenius",
+        type=float,
+        help="likelihood: RNODE Jacobian-Frobenius weight (0)",
+    )
+    t.add_argument(
+        "--validation",
+        type=float,
+        help="fraction of the training data held out to keep the best epoch (0: none)",
+    )
+    t.add_argument(
+        "--patience", type=int, help="stop after N epochs without a better validation NLL"
+    )
+    t.add_argument("--adjoint", choices=ADJOINTS, help="gradients: backprop (default) or backsolve")
     t.add_argument("--seed", type=int, help="seed of data, initialisation and shuffles (0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures")
@@ -107,25 +141,21 @@ def _parser() -> argparse.ArgumentParser:
 # Shared pieces -------------------------------------------------------------------------------
 
 
-@eqx.filter_jit
-def _forward(bijector, x):
-    # The state alone (no log-determinant: half the work), never raising on a failed solve.
-    return bijector._call(x, None, None, inverse=False, log_det=False, throw=False)[0]
-
-
-def transform(bijector, points: np.ndarray) -> np.ndarray:
-    """Push points through the flow in fixed-size chunks (one compilation, every core)."""
-    if points.shape[0] == 0:
-        return np.zeros((0, points.shape[1]), points.dtype)
-    return map_chunks(_forward, points, CHUNK, for_inference(bijector))
-
-
 def _open_run(path: str) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
-    run = RunDir(path)
-    cfg = run.require()
-    trainer = make_trainer(cfg)
-    state = run.load_checkpoint(trainer.init(train_key(cfg)))
+    run, cfg, trainer, state = open_run(path)
+    if cfg.get("made_by") == "ffjord train":
+        try:
+            validate_options(cfg)
+        except (KeyError, TypeError) as err:
+            raise InputError(f"{run.config} is incomplete or corrupt ({err})") from None
     return run, cfg, trainer, state
+
+
+def _open_model(path: str):
+    """(run, config, trainer, the trained model) of a run directory (see `ffjord.load`)."""
+    run, cfg, trainer, state = _open_run(path)
+    best = cfg.get("validation", 0) > 0 and int(state.best_epoch) > 0
+    return run, cfg, trainer, trainer.model(state, best=best)
 
 
 def _read_points(path: str, dim: int, what: str) -> np.ndarray:
@@ -154,14 +184,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _new_config(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = dict(TUTORIAL)
-    for name in OPTION_NAMES:
-        value = getattr(args, name, None)
-        if value is not None:
-            cfg[name] = value
-    validate_options(cfg)
-    cfg = describe_data(cfg)
-    return {"format_version": 1, **cfg}
+    given = {name: getattr(args, name, None) for name in OPTION_NAMES}
+    cfg = new_settings({k: v for k, v in given.items() if v is not None})
+    return describe_data(cfg)
 
 
 def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
@@ -184,101 +209,32 @@ def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     run = RunDir(args.out)
-    if args.resume:
-        cfg = _resume_config(run, args)
-    else:
-        if run.path.exists() and not run.path.is_dir():
-            raise InputError(f"--out {run.path} is an existing file; give a new directory")
-        leftovers = set(run.stale_temps())  # a killed first attempt's temporaries only
-        if run.path.is_dir() and any(p not in leftovers for p in run.path.iterdir()):
-            raise InputError(
-                f"--out {run.path} already holds files; use --resume to continue that run "
-                "or choose a new directory"
-            )
-        cfg = _new_config(args)
+    cfg = _resume_config(run, args) if args.resume else _new_config(args)
     started = time.perf_counter()
     train, test = (as_training_array(a) for a in load_data(cfg))
-    if train.shape[0] < cfg["batch_size"]:
-        raise InputError(
-            f"the training set has {train.shape[0]} points, fewer than one batch of "
-            f"{cfg['batch_size']}; lower --batch-size"
-        )
-    trainer = make_trainer(cfg)
-    state = trainer.init(train_key(cfg))
-    if run.checkpoint.exists():
-        state = run.load_checkpoint(state)
-    if args.resume and args.epochs is not None and args.epochs < int(state.epoch):
-        raise InputError(
-            f"--epochs {args.epochs} is fewer than the {int(state.epoch)} epochs this run has "
-            "already trained; give a larger number"
-        )
-    # Every input is checked: only now create the run or record a new --epochs, so a
-    # refused command leaves no half-made directory and changes nothing in a run.
-    if not args.resume or args.epochs is not None:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
-    run.remove_stale_temps()
-    history = run.read_metrics(int(state.epoch))
-    run.write_metrics(history)
-    if int(state.epoch) >= cfg["epochs"]:
-        print(f"{run.path} has already trained {int(state.epoch)} epochs; nothing to do")
-        return 0
-
-    snapshot = _Snapshotter(run, cfg, trainer) if cfg["dim"] == 2 else None
-    start_state = state
-
-    def meanwhile() -> None:  # compiles evaluation and snapshots on the other core
-        trainer.nll(start_state, test)
-        if snapshot is not None:
-            if int(start_state.epoch) == 0:
-                snapshot(0, start_state)
-            else:
-                snapshot.warm_up(start_state)
-
-    warm_up = trainer.compile_epoch(state, train, meanwhile=meanwhile)
-    first_state = state
-    steps_per_epoch = train.shape[0] // cfg["batch_size"]
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=cfg["epochs"],
-        initial=int(state.epoch),
-        desc="ffjord train",
-        unit="epoch",
-        disable=args.quiet or None,
-        file=sys.stderr,
-    )
+    dist = build_model(cfg)
     try:
-        while int(state.epoch) < cfg["epochs"]:
-            new_state, record = trainer.run_epoch(state, train)
-            if warm_up is not None:  # evaluation and snapshots compiled meanwhile
-                warm_up.join()
-                warm_up = None
-                if snapshot is not None and not run.snapshot_path(0).exists():
-                    snapshot(0, first_state)  # the warm-up failed: retry where errors show
-            check_progress(record, steps_per_epoch)
-            state = new_state
-            eval_start = time.perf_counter()
-            record["test_nll"] = trainer.nll(state, test)
-            record["eval_seconds"] = time.perf_counter() - eval_start
-            record["wall_seconds"] = time.perf_counter() - started
-            if snapshot is not None:  # drawn on the other core while the next epoch trains
-                snapshot.submit(int(state.epoch), state)
-            run.append_metrics(record)  # metrics first, then the checkpoint: see _run.py
-            run.save_checkpoint(state)
-            history.append(record)
-            bar.set_postfix(
-                loss=f"{record['train_loss']:.3f}",
-                test_nll=f"{record['test_nll']:.3f}",
-                nfe=f"{record['nfe']:.0f}",
-            )
-            bar.update()
+        result = run_training(
+            train_key(cfg),
+            dist,
+            train,
+            test_data=test,
+            objective=make_objective(cfg),
+            epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            learning_rate=cfg["lr"],
+            optimizer=make_optimizer(cfg),
+            validation=cfg["validation"],
+            patience=cfg["patience"],
+            run_dir=run.path,
+            resume=args.resume,
+            show_progress=not args.quiet,
+            settings=cfg,
+            names=CLI_NAMES,
+            started=started,
+        )
     except KeyboardInterrupt:
-        bar.close()
-        if snapshot is not None:
-            with contextlib.suppress(Exception):
-                snapshot.wait()
-        saved = _saved_epoch(run, state)  # what is on disk, wherever Ctrl-C landed
+        saved = _saved_epoch(run, dist)  # what is on disk, wherever Ctrl-C landed
         done = (
             f"the checkpoint of epoch {saved} is saved in {run.path}"
             if saved
@@ -289,68 +245,30 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    finally:
-        bar.close()
-        if snapshot is not None:
-            snapshot.wait()  # a failed snapshot (e.g. a full disk) is reported here
+    history, state = result.history, result.state
     if args.figures:
-        draw_figures(run, cfg, trainer, state, train)
+        draw_figures(run, cfg, result.trainer, state, train)
+    best = int(state.best_epoch) if cfg["validation"] > 0 else int(state.epoch)
     summary = {
         "run": str(run.path),
         "epochs": int(state.epoch),
-        "test_nll": history[-1]["test_nll"] if history else None,
+        "test_nll": history[best - 1]["test_nll"] if 0 < best <= len(history) else None,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
+    if cfg["validation"] > 0:
+        summary["best_epoch"] = best
     print(json.dumps(summary))
     return 0
 
 
-def _saved_epoch(run: RunDir, template: TrainState) -> int:
+def _saved_epoch(run: RunDir, dist) -> int:
     """The epoch of the checkpoint on disk (0 if there is none)."""
     if not run.checkpoint.exists():
         return 0
     try:
-        return int(run.load_checkpoint(template).epoch)
+        return int(run.load_model_state(Trainer(dist).init(jax.random.key(0))).epoch)
     except InputError:
         return 0
-
-
-class _Snapshotter:
-    """Saves the image of fixed base samples and of the tutorial's grid after each epoch."""
-
-    def __init__(self, run: RunDir, cfg: dict[str, Any], trainer: Trainer):
-        self.run = run
-        self.cfg = cfg
-        self.trainer = trainer
-        self._points: np.ndarray | None = None  # base samples + grid, drawn on first use
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "ffjord-snapshot")
-        self._pending: concurrent.futures.Future | None = None
-
-    def _moved(self, state: TrainState) -> tuple[np.ndarray, np.ndarray]:
-        n = SNAPSHOT_SAMPLES
-        if self._points is None:
-            samples = _base_samples(self.trainer.dist, self.cfg, n)
-            self._points = np.concatenate([samples, _base_grid().astype(np.float32)])
-        moved = transform(self.trainer.model(state).bijector, self._points)
-        return moved[:n], moved[n:]
-
-    def __call__(self, epoch: int, state: TrainState) -> None:
-        self.run.save_snapshot(epoch, *self._moved(state))
-
-    def submit(self, epoch: int, state: TrainState) -> None:
-        """Save the snapshot in a background thread (one at a time)."""
-        self.wait()
-        self._pending = self._executor.submit(self, epoch, state)
-
-    def wait(self) -> None:
-        """Wait for the snapshot in flight; its errors surface here."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def warm_up(self, state: TrainState) -> None:
-        """Compile the snapshot's forward pass without saving anything."""
-        self._moved(state)
 
 
 def _plotting():
@@ -358,12 +276,6 @@ def _plotting():
     from . import plotting
 
     return plotting
-
-
-def _base_grid() -> np.ndarray:
-    """The tutorial's grid: 4 horizontal and 4 vertical lines of 100 points over [-3, 3]^2
-    in base space, where the base N(0, 0.8^2 I) lives."""
-    return _plotting().make_grid(-3.0, 3.0, -3.0, 3.0, gridlines=4, pts=100)
 
 
 def draw_figures(
@@ -381,12 +293,13 @@ def draw_figures(
     if history:
         plotting.plot_curves(figures / "curves.png", history, reference=reference)
         written.append(figures / "curves.png")
-    model = trainer.model(state)
+    best = cfg.get("validation", 0) > 0 and int(state.best_epoch) > 0
+    model = trainer.model(state, best=best)
     if cfg["dim"] == 1:
-        samples = transform(model.bijector, _base_samples(model, cfg, 8192))
+        samples = transform(model.bijector, base_samples(model, state, 8192))
         lo, hi = np.percentile(train, [0.5, 99.5])
         xs = np.linspace(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo), 400)[:, None]
-        lp = trainer.log_prob(state, xs.astype(train.dtype))
+        lp = trainer.log_prob(model, xs.astype(train.dtype))
         plotting.plot_histogram_1d(
             figures / "histogram.png", train[:, 0], samples[:, 0], log_prob_grid=(xs[:, 0], lp)
         )
@@ -395,8 +308,8 @@ def draw_figures(
         return written
     limits = tuple(cfg["limits"])
     snaps = run.load_snapshots(int(state.epoch))
-    base_grid = _base_grid()
-    snapshotter_base = _base_samples(trainer.dist, cfg, SNAPSHOT_SAMPLES)
+    grid_lines = base_grid()
+    snapshotter_base = base_samples(trainer.dist, state, SNAPSHOT_SAMPLES)
     for name, snap in (
         ("before", snaps[0] if snaps and snaps[0][0] == 0 else None),
         ("after", snaps[-1] if snaps else None),
@@ -406,7 +319,7 @@ def draw_figures(
         epoch, samples, grid = snap
         plotting.plot_flow_panels(
             figures / f"{name}.png",
-            grid=base_grid,
+            grid=grid_lines,
             base_samples=snapshotter_base,
             transformed_grid=grid,
             transformed_samples=samples,
@@ -425,27 +338,22 @@ def draw_figures(
         )
         written.append(figures / "animation.gif")
     points, shape = plotting.density_grid(limits, 150)
-    lp = trainer.log_prob(state, points.astype(train.dtype))
+    lp = trainer.log_prob(model, points.astype(train.dtype))
+    shown = int(state.best_epoch) if best else int(state.epoch)
     plotting.plot_density(
         figures / "density.png",
         lp.reshape(shape),
         limits=limits,
-        title=f"model density after epoch {int(state.epoch)}",
+        title=f"model density after epoch {shown}",
     )
     written.append(figures / "density.png")
     return written
 
 
-def _base_samples(dist, cfg: dict[str, Any], n: int) -> np.ndarray:
-    """`n` fixed draws from the base (the same in every epoch's snapshot and figure)."""
-    key = jax.random.fold_in(jax.random.key(cfg["seed"]), 2)
-    return np.asarray(dist.base.sample(key, (n,)), np.float32)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    _, cfg, trainer, state = _open_run(args.run)
+    _, cfg, trainer, model = _open_model(args.run)
     points = _read_points(args.data, cfg["dim"], "data")
-    lp = trainer.log_prob(state, points)
+    lp = trainer.log_prob(model, points)
     if not np.all(np.isfinite(lp)):
         raise InputError(f"the model's density is not finite at some points of {args.data}")
     nll = float(-np.mean(lp))
@@ -458,8 +366,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n is None or args.n <= 0:
         raise InputError(f"-n must be a positive integer, got {args.n}")
     out = _check_output(args.output, args.force)
-    _, cfg, trainer, state = _open_run(args.run)
-    model = trainer.model(state)
+    _, cfg, _, model = _open_model(args.run)
     key = jax.random.key(args.seed)
     base = np.asarray(model.base.sample(key, (args.n,)), np.float32)
     samples = transform(model.bijector, as_training_array(base))
@@ -470,9 +377,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_density(args: argparse.Namespace) -> int:
     out = _check_output(args.output, args.force)
-    _, cfg, trainer, state = _open_run(args.run)
+    _, cfg, trainer, model = _open_model(args.run)
     points = _read_points(args.points, cfg["dim"], "points")
-    lp = trainer.log_prob(state, points)
+    lp = trainer.log_prob(model, points)
     _save_npy(out, lp)
     print(json.dumps({"log_prob": str(out), "n": len(lp), "mean": float(np.mean(lp))}))
     return 0

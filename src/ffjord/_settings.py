@@ -1,0 +1,285 @@
+"""The command line's settings: defaults (the tutorial's), validation, and the data,
+model and optimiser a configuration describes."""
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import datasets
+from ._bijector import Affine, Chain
+from ._distributions import MultivariateNormalDiag, TransformedDistribution
+from ._errors import InputError
+from ._ffjord import FFJORD
+from ._keys import as_typed_key, key_bits
+from ._objectives import COUPLINGS, AbstractObjective, FlowMatching, MaximumLikelihood
+from ._spec import ADJOINTS, SOLVERS
+from ._trace import ExactTrace, HutchinsonTrace
+from ._train import fit_size
+from ._trainer import Trainer
+from ._vector_field import MLPField
+
+TRACES = ("exact", "hutchinson")
+SCHEDULES = ("constant", "cosine")
+OBJECTIVES = ("likelihood", "flow-matching")
+
+# The tutorial: moons, 4 blocks of MLP(8, 3), Dopri5 rtol 1e-3 atol 1e-5, Adam 1e-2, 40 epochs.
+TUTORIAL: dict[str, Any] = {
+    "data": "moons",
+    "epochs": 40,
+    "batch_size": 256,
+    "lr": 1e-2,
+    "schedule": "constant",
+    "blocks": 4,
+    "hidden": 8,
+    "layers": 3,
+    "trace": "exact",
+    "solver": "dopri5",
+    "rtol": 1e-3,
+    "atol": 1e-5,
+    "max_steps": 1000,
+    "adjoint": "backprop",
+    "objective": "likelihood",
+    "coupling": "independent",
+    "kinetic": 0.0,
+    "jacobian_frobenius": 0.0,
+    "validation": 0.0,
+    "patience": None,
+    "seed": 0,
+    "n_train": 8192,
+    "n_test": 4096,
+}
+# Flow matching's defaults where the tutorial's do not suit it: one wide block (flow
+# matching trains a single block) and enough steps (one field evaluation each).
+FLOW_MATCHING: dict[str, Any] = {
+    "blocks": 1,
+    "hidden": 64,
+    "layers": 4,
+    "epochs": 100,
+    "lr": 3e-3,
+    "schedule": "cosine",
+}
+OBJECTIVE_OPTIONS = {
+    "likelihood": ("kinetic", "jacobian_frobenius"),
+    "flow-matching": ("coupling",),
+}
+BASE_SCALE_TOY = 0.8  # the tutorial's base N(0, 0.8^2 I)
+BASE_SCALE_FILE = 1.0  # user data is standardised, so a unit Gaussian fits it best
+TEST_SEED_OFFSET = 1_000_003  # held-out toy data: fresh draws with another seed
+
+
+def validate_options(cfg: dict[str, Any]) -> None:
+    """One-line errors for settings that cannot work."""
+    for name in ("epochs", "batch_size", "blocks", "hidden", "layers", "max_steps"):
+        value = cfg[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be a positive integer, got {value!r}")
+    for name in ("lr", "rtol", "atol"):
+        value = cfg[name]
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise InputError(f"--{name} must be a positive number, got {value!r}")
+    if cfg["solver"] not in SOLVERS:
+        raise InputError(f"unknown solver {cfg['solver']!r}; choose one of: {', '.join(SOLVERS)}")
+    if cfg["trace"] not in TRACES:
+        raise InputError(f"unknown trace {cfg['trace']!r}; choose one of: {', '.join(TRACES)}")
+    if cfg["schedule"] not in SCHEDULES:
+        raise InputError(
+            f"unknown schedule {cfg['schedule']!r}; choose one of: {', '.join(SCHEDULES)}"
+        )
+    seed = cfg["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise InputError(f"--seed must be an integer in [0, 2^31), got {seed!r}")
+    for name, choices in (
+        ("adjoint", ADJOINTS),
+        ("objective", OBJECTIVES),
+        ("coupling", COUPLINGS),
+    ):
+        if cfg[name] not in choices:
+            raise InputError(f"unknown {name} {cfg[name]!r}; choose one of: {', '.join(choices)}")
+    for name in ("kinetic", "jacobian_frobenius"):
+        value = cfg[name]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be a non-negative number, got {value!r}")
+    value = cfg["validation"]
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0 <= value < 1:
+        raise InputError(f"--validation must be a fraction in [0, 1), got {value!r}")
+    patience = cfg["patience"]
+    if patience is not None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise InputError(f"--patience must be a positive integer, got {patience!r}")
+        if value == 0:
+            raise InputError("--patience needs a validation split to watch: give --validation")
+    if cfg["objective"] == "flow-matching" and cfg["blocks"] != 1:
+        raise InputError(
+            f"flow matching trains a single FFJORD block, but --blocks is {cfg['blocks']}; "
+            "use --blocks 1"
+        )
+
+
+def new_settings(given: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a new run: the options `given`, the rest from the defaults (the
+    tutorial's, or flow matching's for `objective="flow-matching"`), all validated.
+
+    An option of the other objective is refused rather than silently ignored.
+    """
+    objective = given.get("objective", TUTORIAL["objective"])
+    for other, options in OBJECTIVE_OPTIONS.items():
+        for name in options:
+            if other != objective and name in given:
+                raise InputError(
+                    f"--{name.replace('_', '-')} applies to --objective {other}, not {objective}"
+                )
+    cfg = {"format_version": 2, "made_by": "ffjord train", **TUTORIAL}
+    if objective == "flow-matching":
+        cfg.update(FLOW_MATCHING)
+    cfg.update(given)
+    validate_options(cfg)
+    return cfg
+
+
+def make_objective(cfg: dict[str, Any]) -> AbstractObjective:
+    if cfg["objective"] == "flow-matching":
+        return FlowMatching(coupling=cfg["coupling"])
+    return MaximumLikelihood(kinetic=cfg["kinetic"], jacobian_frobenius=cfg["jacobian_frobenius"])
+
+
+# Data ----------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def describe_data(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Fill in what the data fixes: dimension, sizes, standardisation, plot limits."""
+    name = cfg["data"]
+    if name in datasets.TOY_DATASETS:
+        cfg["dim"] = 2
+        cfg["standardize"] = None
+        cfg["base_scale"] = BASE_SCALE_TOY
+        if name == "moons":  # the tutorial's fixed limits
+            cfg["limits"] = [-3.0, 3.0, -3.0, 3.0]
+        else:
+            cfg["limits"] = _limits(datasets.sample_toy(name, cfg["n_train"], cfg["seed"]))
+        return cfg
+    path = Path(name).expanduser()
+    if path.suffix.lower() not in (".npy", ".csv") and not path.exists():
+        raise InputError(
+            f"unknown data set {name!r}: choose one of {', '.join(datasets.TOY_DATASETS)} "
+            "or give a .npy or .csv file"
+        )
+    data = datasets.load_array(path)
+    cfg["data"] = str(path.resolve())
+    cfg["data_sha256"] = _sha256(path)
+    train, test = datasets.split_holdout(data, 0.1, cfg["seed"])
+    cfg["n_train"], cfg["n_test"] = int(train.shape[0]), int(test.shape[0])
+    cfg["dim"] = int(data.shape[1])
+    std = train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    cfg["standardize"] = {
+        "shift": [float(v) for v in train.mean(axis=0)],
+        "scale": [float(v) for v in std],
+    }
+    cfg["base_scale"] = BASE_SCALE_FILE
+    cfg["limits"] = _limits(train) if cfg["dim"] == 2 else None
+    return cfg
+
+
+def _limits(points: np.ndarray) -> list[float]:
+    lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
+    centre, half = (lo + hi) / 2, float(np.max(hi - lo)) * 0.65
+    box = [centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half]
+    return [float(v) for v in box]
+
+
+def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The run's training and held-out points, exactly as when it started."""
+    name = cfg["data"]
+    if name in datasets.TOY_DATASETS:
+        train = datasets.sample_toy(name, cfg["n_train"], cfg["seed"])
+        test = datasets.sample_toy(name, cfg["n_test"], cfg["seed"] + TEST_SEED_OFFSET)
+        return train, test
+    path = Path(name)
+    if not path.exists():
+        raise InputError(f"the run's data file {name} no longer exists")
+    if cfg.get("data_sha256") and _sha256(path) != cfg["data_sha256"]:
+        raise InputError(f"the run's data file {name} has changed since the run started")
+    data = datasets.load_array(path)
+    return datasets.split_holdout(data, 0.1, cfg["seed"])
+
+
+def as_training_array(points: np.ndarray) -> np.ndarray:
+    """Training runs in float32 (explicitly, not by accident) unless float64 is enabled."""
+    if jax.config.read("jax_enable_x64"):
+        return points
+    return points.astype(np.float32)
+
+
+# Model ---------------------------------------------------------------------------------------
+
+
+def _init_fields(key, dim: int, hidden: int, layers: int, blocks: int) -> list[MLPField]:
+    """Every block's field, each from its own key (split once, no per-block JAX calls)."""
+    split = np.asarray(key_bits(jax.random.split(key, blocks)))
+    return [MLPField(dim, hidden, layers, key=as_typed_key(k)) for k in split]
+
+
+def build_model(cfg: dict[str, Any]) -> TransformedDistribution:
+    """The flow of a configuration, with its initial parameters (from `seed`)."""
+    dim = cfg["dim"]
+    fields = _init_fields(
+        jax.random.key(cfg["seed"]), dim, cfg["hidden"], cfg["layers"], cfg["blocks"]
+    )
+    trace = ExactTrace() if cfg["trace"] == "exact" else HutchinsonTrace()
+    solver = SOLVERS[cfg["solver"]]()
+    blocks = [
+        FFJORD(
+            field,
+            trace=trace,
+            solver=solver,
+            rtol=cfg["rtol"],
+            atol=cfg["atol"],
+            max_steps=cfg["max_steps"],
+            adjoint=ADJOINTS[cfg["adjoint"]](),
+        )
+        for field in fields
+    ]
+    bijector = Chain(blocks)
+    if cfg.get("standardize"):
+        shift = jnp.asarray(cfg["standardize"]["shift"], jnp.float32)
+        scale = jnp.asarray(cfg["standardize"]["scale"], jnp.float32)
+        bijector = Chain([bijector, Affine(shift, scale)])
+    base = MultivariateNormalDiag(jnp.zeros(dim), cfg["base_scale"] * jnp.ones(dim))
+    return TransformedDistribution(base, bijector)
+
+
+def make_optimizer(cfg: dict[str, Any]) -> optax.GradientTransformation:
+    """Adam at `lr`, constant or decaying to 5% over the run's steps (`schedule`)."""
+    if cfg["schedule"] == "cosine":
+        fitted = fit_size(cfg["n_train"], cfg["validation"])
+        steps_per_epoch = max(fitted // cfg["batch_size"], 1)
+        lr = optax.cosine_decay_schedule(cfg["lr"], cfg["epochs"] * steps_per_epoch, alpha=0.05)
+        return optax.adam(lr)
+    return optax.adam(cfg["lr"])
+
+
+def make_trainer(cfg: dict[str, Any]) -> Trainer:
+    return Trainer(
+        build_model(cfg),
+        objective=make_objective(cfg),
+        batch_size=cfg["batch_size"],
+        optimizer=make_optimizer(cfg),
+    )
+
+
+def train_key(cfg: dict[str, Any]) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(cfg["seed"]), 1)

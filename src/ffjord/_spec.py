@@ -1,0 +1,164 @@
+"""JSON descriptions of models built from ffjord's own parts.
+
+A run directory stores its model as a description (`config.json`, key `model`) plus
+the trained arrays (the checkpoint), so `ffjord.load` rebuilds any run without the
+code that made it and without pickle. `describe` returns `None` for a model with a
+part it cannot describe (e.g. a user's own vector field); such a run is reloaded with
+`ffjord.load(run_dir, like=model)`.
+"""
+
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._bijector import AbstractBijector, Affine, Chain
+from ._distributions import MultivariateNormalDiag, TransformedDistribution
+from ._errors import InputError
+from ._ffjord import FFJORD
+from ._trace import AbstractTrace, ExactTrace, HutchinsonTrace
+from ._vector_field import MLPField
+
+SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
+    "dopri5": diffrax.Dopri5,
+    "tsit5": diffrax.Tsit5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+}
+ADJOINTS: dict[str, type[diffrax.AbstractAdjoint]] = {
+    "backprop": diffrax.RecursiveCheckpointAdjoint,
+    "backsolve": diffrax.BacksolveAdjoint,
+}
+
+
+class _Unknown(Exception):
+    """A part without a description."""
+
+
+def _floats(a) -> list[float]:
+    return [float(v) for v in np.asarray(a).ravel()]
+
+
+def _name_of(value: Any, table: dict[str, type]) -> str:
+    for name, cls in table.items():
+        if type(value) is cls:
+            return name
+    raise _Unknown(type(value).__name__)
+
+
+def _trace(trace: AbstractTrace) -> dict[str, Any]:
+    if type(trace) is ExactTrace:
+        return {"type": "exact"}
+    if type(trace) is HutchinsonTrace:
+        return {"type": "hutchinson", "num_samples": trace.num_samples, "noise": trace.noise}
+    raise _Unknown(type(trace).__name__)
+
+
+def _field(field: Any) -> dict[str, Any]:
+    if type(field) is MLPField:
+        hidden = field.layers[0].weight.shape[0] if len(field.layers) > 1 else 1
+        return {
+            "type": "MLPField",
+            "dim": field.dim,
+            "hidden": hidden,
+            "layers": len(field.layers),
+            "context_dim": field.context_dim,
+        }
+    raise _Unknown(type(field).__name__)
+
+
+def _bijector(b: AbstractBijector) -> dict[str, Any]:
+    if type(b) is Chain:
+        return {"type": "Chain", "bijectors": [_bijector(inner) for inner in b.bijectors]}
+    if type(b) is Affine:
+        return {"type": "Affine", "shift": _floats(b.shift), "scale": _floats(b.scale)}
+    if type(b) is FFJORD:
+        controller = b.stepsize_controller
+        if type(controller) is not diffrax.PIDController:
+            raise _Unknown(type(controller).__name__)
+        return {
+            "type": "FFJORD",
+            "field": _field(b.field),
+            "trace": _trace(b.trace),
+            "solver": _name_of(b.solver, SOLVERS),
+            "rtol": float(controller.rtol),
+            "atol": float(controller.atol),
+            "t0": b.t0,
+            "t1": b.t1,
+            "dt0": b.dt0,
+            "max_steps": b.max_steps,
+            "adjoint": _name_of(b.adjoint, ADJOINTS),
+            "per_point": b.per_point,
+        }
+    raise _Unknown(type(b).__name__)
+
+
+def describe(dist: TransformedDistribution) -> dict[str, Any] | None:
+    """The JSON description of `dist`, or `None` if a part of it has none.
+
+    Example:
+        >>> spec = describe(dist)  # doctest: +SKIP
+        >>> rebuilt = build(spec)  # same structure; arrays of the base and Affine maps
+    """
+    if type(dist.base) is not MultivariateNormalDiag:
+        return None
+    try:
+        bijector = _bijector(dist.bijector)
+    except _Unknown:
+        return None
+    base = {"loc": _floats(dist.base.loc), "scale_diag": _floats(dist.base.scale_diag)}
+    return {"base": base, "bijector": bijector}
+
+
+def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
+    kind = spec["type"]
+    if kind == "Chain":
+        keys = jax.random.split(key, len(spec["bijectors"]))
+        return Chain([_build_bijector(s, k) for s, k in zip(spec["bijectors"], keys, strict=True)])
+    if kind == "Affine":
+        return Affine(jnp.asarray(spec["shift"]), jnp.asarray(spec["scale"]))
+    if kind == "FFJORD":
+        f = spec["field"]
+        if f["type"] != "MLPField":
+            raise ValueError(f"unknown field type {f['type']!r}")
+        field = MLPField(f["dim"], f["hidden"], f["layers"], context_dim=f["context_dim"], key=key)
+        t = spec["trace"]
+        trace = (
+            ExactTrace()
+            if t["type"] == "exact"
+            else HutchinsonTrace(num_samples=t["num_samples"], noise=t["noise"])
+        )
+        return FFJORD(
+            field,
+            trace=trace,
+            solver=SOLVERS[spec["solver"]](),
+            rtol=spec["rtol"],
+            atol=spec["atol"],
+            t0=spec["t0"],
+            t1=spec["t1"],
+            dt0=spec["dt0"],
+            max_steps=spec["max_steps"],
+            adjoint=ADJOINTS[spec["adjoint"]](),
+            per_point=spec["per_point"],
+        )
+    raise ValueError(f"unknown bijector type {kind!r}")
+
+
+def build(spec: dict[str, Any]) -> TransformedDistribution:
+    """The model a description gives (trainable arrays freshly initialised).
+
+    Raises `InputError` for a description that is not valid.
+    """
+    try:
+        base = MultivariateNormalDiag(
+            jnp.asarray(spec["base"]["loc"]), jnp.asarray(spec["base"]["scale_diag"])
+        )
+        bijector = _build_bijector(spec["bijector"], jax.random.key(0))
+        return TransformedDistribution(base, bijector)
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"the model description is incomplete or corrupt ({err})") from None

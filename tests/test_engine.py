@@ -1,0 +1,238 @@
+"""The one training engine: `fit(run_dir=...)`, resume, `ffjord.load`, early stopping,
+and the command line's new options on top of it."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ffjord
+from ffjord.cli import main
+
+TIMINGS = ("seconds", "eval_seconds", "wall_seconds")
+
+
+def small_dist(key, blocks=1, hidden=8):
+    keys = jax.random.split(key, blocks)
+    flows = [ffjord.FFJORD(ffjord.MLPField(2, hidden, 3, key=k)) for k in keys]
+    base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    return ffjord.TransformedDistribution(base, ffjord.Chain(flows))
+
+
+def data(key, n):
+    x = jax.random.normal(key, (n, 2))
+    return np.asarray(jnp.stack([x[:, 0], 0.5 * x[:, 1] + 0.3 * x[:, 0] ** 2], axis=1))
+
+
+def without_timings(history):
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in history]
+
+
+def params_equal(a, b):
+    la, lb = jax.tree.leaves(eqx_filter(a)), jax.tree.leaves(eqx_filter(b))
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
+
+
+def eqx_filter(tree):
+    import equinox as eqx
+
+    return eqx.filter(tree, eqx.is_inexact_array)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_fit_run_dir_interrupted_and_resumed_equals_a_straight_run(getkey, tmp_path):
+    key, init = getkey(), getkey()
+    train, test = data(getkey(), 1024), data(getkey(), 256)
+    options = dict(test_data=test, epochs=4, batch_size=128, validation=0.1, show_progress=False)
+    straight, history = ffjord.fit(key, small_dist(init), train, run_dir=tmp_path / "a", **options)
+
+    def stop_after_two(record, dist):
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        ffjord.fit(
+            key, small_dist(init), train, run_dir=tmp_path / "b", callback=stop_after_two, **options
+        )
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 2
+    resumed, history_b = ffjord.fit(
+        key, small_dist(init), train, run_dir=tmp_path / "b", resume=True, **options
+    )
+    assert without_timings(history_b) == without_timings(history)
+    assert params_equal(resumed, straight)
+    assert params_equal(ffjord.load(tmp_path / "b"), straight)
+    rows = [
+        json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert r["steps"] == 7 and r["eval_nfe"] > 0  # 921 points: 7 full batches of 128
+
+
+def test_fit_run_dir_refuses_to_overwrite_and_checks_resume(getkey, tmp_path):
+    key = getkey()
+    train = data(getkey(), 512)
+    dist = small_dist(getkey())
+    ffjord.fit(key, dist, train, epochs=1, batch_size=128, run_dir=tmp_path, show_progress=False)
+    before = (tmp_path / "config.json").read_text()
+    with pytest.raises(ffjord.InputError, match="already holds files; use resume=True"):
+        ffjord.fit(key, dist, train, epochs=1, run_dir=tmp_path, show_progress=False)
+    with pytest.raises(ffjord.InputError, match="batch_size 64 differs from the run's 128"):
+        ffjord.fit(key, dist, train, epochs=2, batch_size=64, run_dir=tmp_path, resume=True)
+    with pytest.raises(ffjord.InputError, match="the training data differ from the run's"):
+        ffjord.fit(key, dist, train[::-1], epochs=2, batch_size=128, run_dir=tmp_path, resume=True)
+    with pytest.raises(ffjord.InputError, match="resume=True continues a run directory"):
+        ffjord.fit(key, dist, train, resume=True)
+    assert (tmp_path / "config.json").read_text() == before
+
+
+def test_early_stopping_keeps_the_best_epoch(getkey, tmp_path):
+    train = data(getkey(), 600)
+    models = {}
+    # A learning rate this high overfits 540 points quickly: the validation NLL turns up.
+    dist, history = ffjord.fit(
+        getkey(),
+        small_dist(getkey(), hidden=32),
+        train,
+        epochs=60,
+        batch_size=60,
+        learning_rate=3e-2,
+        validation=0.1,
+        patience=3,
+        run_dir=tmp_path,
+        callback=lambda r, d: models.__setitem__(r["epoch"], d),
+        show_progress=False,
+    )
+    val = [r["validation_nll"] for r in history]
+    best = int(np.argmin(val)) + 1
+    assert history[-1]["best_epoch"] == best
+    assert len(history) == best + 3 < 60  # stopped 3 epochs after the best
+    assert all(v >= val[best - 1] for v in val[best:])
+    assert params_equal(dist, models[best])
+    assert params_equal(ffjord.load(tmp_path), models[best])
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["sizes"] == {"train": 540, "validation": 60, "test": 0}
+
+
+def test_early_stopping_options_are_checked(getkey):
+    dist, train = small_dist(getkey()), data(getkey(), 256)
+    with pytest.raises(ffjord.InputError, match="patience needs a validation split"):
+        ffjord.fit(getkey(), dist, train, patience=3)
+    with pytest.raises(ffjord.InputError, match=r"validation must be a fraction in \[0, 1\)"):
+        ffjord.fit(getkey(), dist, train, validation=1.5)
+    with pytest.raises(ffjord.InputError, match="patience must be a positive integer, got 0"):
+        ffjord.fit(getkey(), dist, train, validation=0.1, patience=0)
+
+
+def test_load_needs_like_for_a_custom_field(getkey, tmp_path):
+    class Field(ffjord.MLPField):
+        pass
+
+    field = Field(2, 4, 2, key=getkey())
+    base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    dist = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
+    trained, _ = ffjord.fit(
+        getkey(), dist, data(getkey(), 256), epochs=1, batch_size=128, run_dir=tmp_path,
+        show_progress=False,
+    )  # fmt: skip
+    with pytest.raises(ffjord.InputError, match="cannot rebuild"):
+        ffjord.load(tmp_path)
+    assert params_equal(ffjord.load(tmp_path, like=dist), trained)
+
+
+# The command line on the engine ----------------------------------------------------------------
+
+TINY = ["--blocks", "1", "--hidden", "4", "--batch-size", "1024", "--no-figures", "--quiet"]
+
+
+def test_load_of_a_cli_run_gives_the_cli_evaluate_numbers(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "2", *TINY]) == 0
+    points = data(jax.random.key(7), 300)
+    np.save(tmp_path / "points.npy", points.astype(np.float32))
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(tmp_path / "points.npy")]) == 0
+    cli_nll = json.loads(capsys.readouterr().out)["nll"]
+    dist = ffjord.load(out)
+    nll = -float(jnp.mean(dist.log_prob(points.astype(np.float32))))
+    assert math.isclose(nll, cli_nll, rel_tol=1e-4)
+
+
+def test_cli_flow_matching_with_ot_and_rnode_runs(tmp_path, capsys):
+    fm = tmp_path / "fm"
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(fm),
+                "--objective",
+                "flow-matching",
+                "--coupling",
+                "ot",
+                "--hidden",
+                "8",
+                "--layers",
+                "3",
+                "--epochs",
+                "2",
+                "--no-figures",
+                "--quiet",
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    cfg = json.loads((fm / "config.json").read_text())
+    assert cfg["loss"] == {"name": "flow-matching", "coupling": "ot", "sigma": 0.0}
+    assert cfg["blocks"] == 1 and cfg["schedule"] == "cosine"  # flow matching's defaults
+    rows = [json.loads(line) for line in (fm / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["nfe"] == 1 and rows[-1]["eval_nfe"] > 1 and rows[-1]["steps"] == 32
+    assert math.isfinite(rows[-1]["test_nll"])
+    rn = tmp_path / "rnode"
+    argv = ["train", "--out", str(rn), "--epochs", "1", "--kinetic", "0.01",
+            "--jacobian-frobenius", "0.01", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    row = json.loads((rn / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["train_kinetic"] > 0 and row["train_jacobian_frobenius"] > 0
+    assert math.isclose(
+        row["train_loss"],
+        row["train_nll"] + 0.01 * (row["train_kinetic"] + row["train_jacobian_frobenius"]),
+        rel_tol=1e-3,
+    )
+
+
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ffjord {ffjord.__version__}"
+
+
+CLI_ERRORS = [
+    (["--objective", "score"], "argument --objective: invalid choice: 'score'"),
+    (["--coupling", "ot"], "--coupling applies to --objective flow-matching, not likelihood"),
+    (["--objective", "flow-matching", "--kinetic", "0.1"], "--kinetic applies to --objective"),
+    (["--kinetic", "-0.01"], "--kinetic must be a non-negative number, got -0.01"),
+    (["--jacobian-frobenius", "nan"], "--jacobian-frobenius must be a non-negative number"),
+    (["--objective", "flow-matching", "--blocks", "4"], "flow matching trains a single FFJORD"),
+    (["--validation", "1"], "--validation must be a fraction in [0, 1), got 1.0"),
+    (["--patience", "5"], "--patience needs a validation split to watch: give --validation"),
+    (["--validation", "0.1", "--patience", "0"], "--patience must be a positive integer, got 0"),
+    (["--adjoint", "magic"], "argument --adjoint: invalid choice: 'magic'"),
+]
+
+
+@pytest.mark.parametrize("args, phrase", CLI_ERRORS)
+def test_cli_bad_objective_options(tmp_path, capsys, args, phrase):
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), *args, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("ffjord: error: ") and phrase in err, err
+    assert not out.exists()
