@@ -194,14 +194,20 @@ def test_solver_statistics_count_real_evaluations(a_matrix):
             jax.debug.callback(lambda: calls.append(1))
             return self.a @ z
 
-    for solver in [diffrax.Dopri5(), diffrax.Tsit5(), diffrax.Heun()]:
-        calls.clear()
-        flow = ffjord.FFJORD(CountingField(a_matrix), solver=solver, rtol=1e-6, atol=1e-8)
-        _, _, stats = flow.forward_with_stats(jnp.ones((1, 3)))
-        jax.effects_barrier()
-        assert int(stats.num_steps) > 3
-        assert int(stats.num_fn_evals) == len(calls), type(solver).__name__
-        assert int(stats.num_steps) == int(stats.num_accepted_steps + stats.num_rejected_steps)
+    for solver in [diffrax.Dopri5(), diffrax.Tsit5(), diffrax.Heun(), diffrax.Bosh3()]:
+        for scale, dt0 in [(1.0, 1e-4), (5.0, 1e-4), (1.0, None), (5.0, None)]:
+            calls.clear()
+            flow = ffjord.FFJORD(
+                CountingField(scale * a_matrix), solver=solver, rtol=1e-6, atol=1e-8, dt0=dt0
+            )
+            _, _, stats = flow.forward_with_stats(jnp.ones((1, 3)))
+            jax.effects_barrier()
+            steps, rejected = int(stats.num_steps), int(stats.num_rejected_steps)
+            assert steps > 2 and steps == int(stats.num_accepted_steps) + rejected
+            if dt0 is not None:  # a first step small enough to be accepted: exact
+                assert int(stats.num_fn_evals) == len(calls), type(solver).__name__
+            else:  # a rejected first attempt re-evaluates an FSAL solver's first stage
+                assert int(stats.num_fn_evals) <= len(calls) <= stats.num_fn_evals + rejected
 
 
 def test_constant_step_solver(a_matrix):
@@ -283,14 +289,22 @@ class PlainField(eqx.Module):
 
 @pytest.mark.parametrize("layers", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("context_dim", [0, 3])
-def test_mlp_divergence_is_the_jacobian_trace(getkey, layers, context_dim):
-    field = ffjord.MLPField(3, 7, layers, context_dim=context_dim, key=getkey())
+@pytest.mark.parametrize("activation", ["tanh", "silu", "softplus"])
+def test_mlp_divergence_is_the_jacobian_trace(getkey, layers, context_dim, activation):
+    field = ffjord.MLPField(
+        3, 7, layers, context_dim=context_dim, activation=activation, key=getkey()
+    )
     z = jax.random.normal(getkey(), (3,))
     context = jax.random.normal(getkey(), (context_dim,)) if context_dim else None
     dz, div = field.value_and_divergence(0.37, z, context)
     jac = jax.jacobian(lambda u: field(0.37, u, context))(z)
     np.testing.assert_allclose(dz, field(0.37, z, context), rtol=1e-14)
     np.testing.assert_allclose(div, jnp.trace(jac), rtol=1e-12, atol=1e-14)
+
+
+def test_unknown_activation_is_an_error(getkey):
+    with pytest.raises(ValueError, match="unknown activation 'relu'; choose one of: tanh"):
+        ffjord.MLPField(2, 4, 2, activation="relu", key=getkey())
 
 
 def test_closed_form_trace_matches_jvp_trace_and_its_gradient(getkey):
@@ -309,8 +323,13 @@ def test_closed_form_trace_matches_jvp_trace_and_its_gradient(getkey):
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("context_dim", [0, 2])
-def test_unit_by_unit_and_matrix_forms_agree_with_their_gradients(getkey, layers, context_dim):
-    dense = ffjord.MLPField(3, 7, layers, context_dim=context_dim, key=getkey())
+@pytest.mark.parametrize("activation", ["tanh", "silu"])
+def test_unit_by_unit_and_matrix_forms_agree_with_their_gradients(
+    getkey, layers, context_dim, activation
+):
+    dense = ffjord.MLPField(
+        3, 7, layers, context_dim=context_dim, activation=activation, key=getkey()
+    )
     field = dense.for_inference()
     assert field.unit_by_unit and not dense.unit_by_unit
     z = jax.random.normal(getkey(), (5, 3))
