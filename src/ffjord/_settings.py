@@ -22,7 +22,7 @@ from ._spec import ADJOINTS, SOLVERS
 from ._trace import ExactTrace, HutchinsonTrace
 from ._train import fit_size
 from ._trainer import Trainer
-from ._vector_field import MLPField
+from ._vector_field import ACTIVATIONS, MLPField
 
 TRACES = ("exact", "hutchinson")
 SCHEDULES = ("constant", "cosine")
@@ -38,6 +38,7 @@ TUTORIAL: dict[str, Any] = {
     "blocks": 4,
     "hidden": 8,
     "layers": 3,
+    "activation": "tanh",
     "trace": "exact",
     "solver": "dopri5",
     "rtol": 1e-3,
@@ -60,8 +61,9 @@ FLOW_MATCHING: dict[str, Any] = {
     "blocks": 1,
     "hidden": 64,
     "layers": 4,
-    "epochs": 100,
-    "lr": 3e-3,
+    "activation": "silu",
+    "epochs": 200,
+    "lr": 1e-2,
     "schedule": "cosine",
 }
 OBJECTIVE_OPTIONS = {
@@ -96,6 +98,7 @@ def validate_options(cfg: dict[str, Any]) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
         raise InputError(f"--seed must be an integer in [0, 2^31), got {seed!r}")
     for name, choices in (
+        ("activation", ACTIVATIONS),
         ("adjoint", ADJOINTS),
         ("objective", OBJECTIVES),
         ("coupling", COUPLINGS),
@@ -227,18 +230,25 @@ def as_training_array(points: np.ndarray) -> np.ndarray:
 # Model ---------------------------------------------------------------------------------------
 
 
-def _init_fields(key, dim: int, hidden: int, layers: int, blocks: int) -> list[MLPField]:
+def _init_fields(cfg: dict[str, Any]) -> list[MLPField]:
     """Every block's field, each from its own key (split once, no per-block JAX calls)."""
-    split = np.asarray(key_bits(jax.random.split(key, blocks)))
-    return [MLPField(dim, hidden, layers, key=as_typed_key(k)) for k in split]
+    split = np.asarray(key_bits(jax.random.split(jax.random.key(cfg["seed"]), cfg["blocks"])))
+    return [
+        MLPField(
+            cfg["dim"],
+            cfg["hidden"],
+            cfg["layers"],
+            activation=cfg["activation"],
+            key=as_typed_key(k),
+        )
+        for k in split
+    ]
 
 
 def build_model(cfg: dict[str, Any]) -> TransformedDistribution:
     """The flow of a configuration, with its initial parameters (from `seed`)."""
     dim = cfg["dim"]
-    fields = _init_fields(
-        jax.random.key(cfg["seed"]), dim, cfg["hidden"], cfg["layers"], cfg["blocks"]
-    )
+    fields = _init_fields(cfg)
     trace = ExactTrace() if cfg["trace"] == "exact" else HutchinsonTrace()
     solver = SOLVERS[cfg["solver"]]()
     blocks = [

@@ -68,6 +68,7 @@ def _field(field: Any) -> dict[str, Any]:
             "hidden": hidden,
             "layers": len(field.layers),
             "context_dim": field.context_dim,
+            "activation": field.activation,
         }
     raise _Unknown(type(field).__name__)
 

@@ -40,6 +40,7 @@ from ._settings import (
 )
 from ._train import Names, run_training
 from ._trainer import Trainer, TrainingDiverged, TrainState, transform
+from ._vector_field import ACTIVATIONS
 from ._version import __version__
 
 OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
@@ -82,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--blocks", type=int, help="stacked FFJORD blocks (default 4)")
     t.add_argument("--hidden", type=int, help="hidden units per layer (default 8)")
     t.add_argument("--layers", type=int, help="layers of each MLP (default 3)")
+    t.add_argument(
+        "--activation", choices=ACTIVATIONS, help="of the MLP: tanh (default), silu, softplus"
+    )
     t.add_argument("--trace", choices=TRACES, help="exact (default) or hutchinson")
     t.add_argument("--solver", choices=list(SOLVERS), help="diffrax solver (default dopri5)")
     t.add_argument("--rtol", type=float, help="relative tolerance (default 1e-3)")
