@@ -29,9 +29,10 @@ data and the same function class, and writes one JSON report (and prints a table
    by ``flow_matching.solver.ODESolver(...).compute_likelihood(method="dopri5", rtol=1e-3,
    atol=1e-5, exact_divergence=True, time_grid=[1, 0])`` and by ffjord (exact trace, Dopri5,
    rtol 1e-3, atol 1e-5) two ways: ``Trainer(dist).log_prob`` (fixed-size chunks on every core,
-   the ``ffjord density`` path) and one ``jax.jit(dist.log_prob)`` call. Reference: ffjord in
-   float64 (a subprocess with ``jax_enable_x64``), Dopri5 at rtol 1e-9 / atol 1e-11, cross-checked
-   against Dopri8 at rtol 1e-11 / atol 1e-13. Reported: mean and max |error| against the
+   the ``ffjord density`` path) and one compiled ``dist.log_prob`` call (in the JSON also
+   ``Trainer`` with one chunk of 4096). Reference: ffjord in float64 (a subprocess with
+   ``jax_enable_x64``), Dopri5 at rtol 1e-9 / atol 1e-11, cross-checked against Dopri8 at
+   rtol 1e-11 / atol 1e-13. Reported: mean and max |error| against the
    reference, the solver's field evaluations, points per second (median of ``--repeats`` calls
    after a warm-up call) and ratios.
 3. Whole process: wall time of ``ffjord density RUN --points FILE -o OUT.npy`` on that run
@@ -39,11 +40,18 @@ data and the same function class, and writes one JSON report (and prints a table
    peer's equivalent (a fresh Python that imports torch and flow_matching, builds the module
    from the saved weights, computes and saves the log-densities).
 
-Needs the peers (never needed by ffjord itself): ``pip install -e '.[fm-peers]'``. On Linux,
-install a CPU torch first (``pip install torch --index-url https://download.pytorch.org/whl/cpu``),
-then ``pip install torchcfm flow_matching -c <(echo torch==$(python -c 'import torch;
-print(torch.__version__.split("+")[0])'))`` so that pip keeps it (torchvision, a torchcfm
-dependency, otherwise pulls a newer CUDA torch).
+Needs the peers (never needed by ffjord itself), the ``fm-peers`` extra. On Linux a plain
+``pip install`` brings a CUDA torch; install a CPU one first and pin it while adding the rest
+(torchvision, which torchcfm needs, otherwise pulls a newer torch)::
+
+    pip install torch --index-url https://download.pytorch.org/whl/cpu
+    echo "torch==$(python -c 'import torch; print(torch.__version__.split("+")[0])')" > pin.txt
+    pip install -e '.[fm-peers]' -c pin.txt
+
+Part 2 uses ``eqx.filter_jit(dist.log_prob)`` for the single compiled call: ``jax.jit`` of the
+bound method of an equinox Module fails (the method is a Module holding arrays: unhashable).
+Everything runs in this process except the float64 reference, ``ffjord density`` and the
+peer's whole-process run (``--worker``, hidden options of this script).
 
 Run from the repository root::
 

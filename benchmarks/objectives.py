@@ -16,7 +16,7 @@ The processes run one after the other in one invocation and share a warm compila
 cache (a first pass fills it), so every row is measured the same way; the machine is
 shared and noisy, so compare rows of one run.
 
-    python benchmarks/objectives.py                      # moons and 8gaussians -> docs/OBJECTIVES.md
+    python benchmarks/objectives.py                       # moons, 8gaussians: docs/OBJECTIVES.md
     python benchmarks/objectives.py --data moons --quick  # a smoke run (few epochs)
 """
 
