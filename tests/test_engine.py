@@ -166,34 +166,20 @@ def test_load_of_a_cli_run_gives_the_cli_evaluate_numbers(tmp_path, capsys):
 
 def test_cli_flow_matching_with_ot_and_rnode_runs(tmp_path, capsys):
     fm = tmp_path / "fm"
-    assert (
-        main(
-            [
-                "train",
-                "--out",
-                str(fm),
-                "--objective",
-                "flow-matching",
-                "--coupling",
-                "ot",
-                "--hidden",
-                "8",
-                "--layers",
-                "3",
-                "--epochs",
-                "2",
-                "--no-figures",
-                "--quiet",
-            ]
-        )  # fmt: skip
-        == 0
-    )
+    argv = ["train", "--out", str(fm), "--objective", "flow-matching", "--hidden", "8",
+            "--layers", "3", "--epochs", "2", "--no-figures", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
     cfg = json.loads((fm / "config.json").read_text())
     assert cfg["loss"] == {"name": "flow-matching", "coupling": "ot", "sigma": 0.0}
     assert cfg["blocks"] == 1 and cfg["schedule"] == "cosine"  # flow matching's defaults
+    assert cfg["batch_size"] == 64 and cfg["activation"] == "silu"
     rows = [json.loads(line) for line in (fm / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["nfe"] == 1 and rows[-1]["eval_nfe"] > 1 and rows[-1]["steps"] == 32
+    assert rows[-1]["nfe"] == 1 and rows[-1]["eval_nfe"] > 1 and rows[-1]["steps"] == 128
     assert math.isfinite(rows[-1]["test_nll"])
+    independent = tmp_path / "fm_independent"
+    assert main([*argv[:2], str(independent), *argv[3:], "--coupling", "independent"]) == 0
+    cfg = json.loads((independent / "config.json").read_text())
+    assert cfg["loss"]["coupling"] == "independent"
     rn = tmp_path / "rnode"
     argv = ["train", "--out", str(rn), "--epochs", "1", "--kinetic", "0.01",
             "--jacobian-frobenius", "0.01", *TINY]  # fmt: skip

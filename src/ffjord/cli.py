@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         help="likelihood (default) or flow-matching (its own defaults: one wide block; see README)",
     )
     t.add_argument(
-        "--coupling", choices=COUPLINGS, help="flow matching: independent (default) or ot"
+        "--coupling", choices=COUPLINGS, help="flow matching: ot (default) or independent"
     )
     t.add_argument("--kinetic", type=float, help="likelihood: RNODE kinetic weight (0)")
     t.add_argument(
