@@ -130,6 +130,26 @@ def test_early_stopping_options_are_checked(getkey):
         ffjord.fit(getkey(), dist, train, validation=0.1, patience=0)
 
 
+def test_cli_reads_a_fit_made_run(getkey, tmp_path, capsys):
+    run = tmp_path / "run"
+    dist, _ = ffjord.fit(
+        getkey(), small_dist(getkey()), data(getkey(), 256), epochs=1, batch_size=128,
+        run_dir=run, show_progress=False,
+    )  # fmt: skip
+    points = data(getkey(), 50).astype(np.float32)
+    np.save(tmp_path / "p.npy", points)
+    capsys.readouterr()
+    assert main(["density", str(run), "--points", str(tmp_path / "p.npy"), "-o",
+                 str(tmp_path / "lp.npy")]) == 0  # fmt: skip
+    np.testing.assert_allclose(np.load(tmp_path / "lp.npy"), dist.log_prob(points), atol=1e-3)
+    for argv in (["plot", str(run)], ["train", "--out", str(run), "--resume", "--quiet"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "was made by ffjord.fit, which does not store its data" in err
+        assert err.count("\n") == 1
+
+
 def test_load_needs_like_for_a_custom_field(getkey, tmp_path):
     class Field(ffjord.MLPField):
         pass

@@ -193,8 +193,17 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
     return describe_data(cfg)
 
 
+def _made_by_train(run: RunDir, cfg: dict[str, Any], what: str) -> None:
+    if cfg.get("made_by") != "ffjord train":
+        raise InputError(
+            f"{run.path} was made by ffjord.fit, which does not store its data; {what} it "
+            "from Python (ffjord.fit(..., run_dir=..., resume=True), ffjord.load)"
+        )
+
+
 def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
     cfg = run.require()
+    _made_by_train(run, cfg, "resume")
     for name in OPTION_NAMES:
         value = getattr(args, name, None)
         if value is None or name == "epochs":
@@ -391,6 +400,7 @@ def cmd_density(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     run, cfg, trainer, state = _open_run(args.run)
+    _made_by_train(run, cfg, "plot")
     train, _ = load_data(cfg)
     written = draw_figures(run, cfg, trainer, state, as_training_array(train))
     print(json.dumps({"figures": [str(p) for p in written]}))
