@@ -160,6 +160,25 @@ def test_ot_pairing_is_the_exact_assignment(getkey):
     np.testing.assert_allclose(cost(order), cost(best), rtol=1e-6)
 
 
+def test_epoch_pairings_equal_the_per_step_pairings(getkey):
+    # The epoch's OT pairings are solved together before its steps; each step's loss must
+    # be what it would be with its own pairing.
+    objective = ffjord.FlowMatching(coupling="ot")
+    dist = one_block(getkey(), 8)
+    batches = jnp.asarray(gaussian_samples(getkey(), 3 * 32).reshape(3, 32, 2))
+    keys = jax.random.split(getkey(), 3)
+    prepared = jax.jit(lambda b, k: objective.prepare(dist, b, None, k))(batches, keys)
+    assert prepared.shape == (3, 32)
+    for i in range(3):
+        together = objective.loss(dist, batches[i], None, keys[i], prepared[i])[0]
+        alone = objective.loss(dist, batches[i], None, keys[i])[0]
+        np.testing.assert_allclose(together, alone, rtol=1e-12)
+        x0, x1 = objective._ends(dist, batches[i], None, keys[i])
+        np.testing.assert_array_equal(prepared[i], ot_pairing(x0, x1))
+    independent = ffjord.FlowMatching().prepare(dist, batches, None, keys)
+    assert independent is None
+
+
 @pytest.mark.parametrize("coupling", ["independent", "ot"])
 def test_flow_matching_epochs_do_not_recompile(getkey, coupling):
     trainer = Trainer(one_block(getkey(), 8), objective=ffjord.FlowMatching(coupling=coupling))

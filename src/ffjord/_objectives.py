@@ -7,7 +7,9 @@ model's exact likelihood.
 """
 
 import abc
+import concurrent.futures
 import math
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -41,6 +43,18 @@ class AbstractObjective(eqx.Module):
     def check(self, dist: TransformedDistribution) -> None:
         """Raise `InputError` when `dist` cannot be trained with this objective."""
 
+    def prepare(
+        self,
+        dist: TransformedDistribution,
+        batches: Array,
+        contexts: Array | None,
+        keys: PRNGKeyArray,
+    ) -> Any:
+        """Work for a whole epoch that does not depend on the trainable arrays, done once
+        before its steps (`batches` and `keys` stacked over the steps). Its leading axis is
+        sliced per step and given to `loss` as `prepared`; `None` (the default): nothing."""
+        return None
+
     @abc.abstractmethod
     def loss(
         self,
@@ -48,6 +62,7 @@ class AbstractObjective(eqx.Module):
         batch: Array,
         context: Array | None,
         key: PRNGKeyArray,
+        prepared: Any = None,
     ) -> tuple[Array, tuple[SolveStats, Metrics]]:
         """The scalar loss, the solver statistics of its solves and named scalar metrics."""
 
@@ -82,7 +97,7 @@ class MaximumLikelihood(AbstractObjective):
         _check_weight("MaximumLikelihood", "kinetic", self.kinetic)
         _check_weight("MaximumLikelihood", "jacobian_frobenius", self.jacobian_frobenius)
 
-    def loss(self, dist, batch, context, key):
+    def loss(self, dist, batch, context, key, prepared=None):
         if self.kinetic == 0 and self.jacobian_frobenius == 0:
             lp, stats = dist.log_prob_with_stats(batch, context=context, key=key)
             nll = -jnp.mean(lp)
@@ -147,14 +162,33 @@ class FlowMatching(AbstractObjective):
     def check(self, dist):
         _split_single_block(dist.bijector)
 
-    def loss(self, dist, batch, context, key):
-        before, block, after = _split_single_block(dist.bijector)
-        n = batch.shape[0]
-        base_key, time_key, noise_key = jax.random.split(key, 3)
+    def _ends(self, dist, batch, context, key) -> tuple[Array, Array]:
+        """Base draws `x0` and data `x1` of one step, both in the block's coordinates."""
+        before, _, after = _split_single_block(dist.bijector)
+        base_key = jax.random.split(key, 3)[0]
         x1 = _through(after[::-1], batch, context, inverse=True)
-        x0 = _through(before, dist.base.sample(base_key, (n,)).astype(batch.dtype), context)
+        x0 = dist.base.sample(base_key, (batch.shape[0],)).astype(batch.dtype)
+        return _through(before, x0, context), x1
+
+    def prepare(self, dist, batches, contexts, keys):
+        """With OT coupling, every step's pairing at once: the base draws and the data do
+        not depend on the trainable arrays, so the epoch's assignments are solved together
+        on every core before its first step."""
+        if self.coupling != "ot":
+            return None
+        in_axes = (0, None if contexts is None else 0, 0)
+        x0, x1 = jax.vmap(lambda b, c, k: self._ends(dist, b, c, k), in_axes=in_axes)(
+            batches, contexts, keys
+        )
+        return ot_pairings(x0, x1)
+
+    def loss(self, dist, batch, context, key, prepared=None):
+        _, block, _ = _split_single_block(dist.bijector)
+        n = batch.shape[0]
+        _, time_key, noise_key = jax.random.split(key, 3)
+        x0, x1 = self._ends(dist, batch, context, key)
         if self.coupling == "ot":
-            order = ot_pairing(x0, x1)
+            order = ot_pairing(x0, x1) if prepared is None else prepared
             x1 = x1[order]
             context = None if context is None else context[order]
         s = jax.random.uniform(time_key, (n, 1), batch.dtype)
@@ -188,8 +222,8 @@ class ReverseKL(AbstractObjective):
 
     name: ClassVar[str] = "reverse-kl"
 
-    def loss(self, dist, batch, context, key):
-        del batch  # draws its own samples
+    def loss(self, dist, batch, context, key, prepared=None):
+        del batch, prepared  # draws its own samples
         y, log_q, stats = dist.sample_and_log_prob_with_stats(
             key, (self.num_samples,), context=context
         )
@@ -241,25 +275,40 @@ def _through(maps: list[AbstractBijector], x: Array, context, *, inverse: bool =
     return x
 
 
-def _assignment(cost: np.ndarray) -> np.ndarray:
+def _assignments(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """Exact assignments of stacked point sets `(s, n, d)`, one per core at a time."""
     from scipy.optimize import linear_sum_assignment
 
-    return linear_sum_assignment(np.asarray(cost, np.float64))[1].astype(np.int32)
+    def one(i: int) -> np.ndarray:
+        a, b = np.asarray(x0[i], np.float64), np.asarray(x1[i], np.float64)
+        cost = np.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
+        return linear_sum_assignment(cost)[1].astype(np.int32)
+
+    workers = min(len(x0), os.cpu_count() or 1)
+    if workers <= 1:
+        return np.stack([one(i) for i in range(len(x0))])
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return np.stack(list(pool.map(one, range(len(x0)))))
+
+
+def ot_pairings(x0: Array, x1: Array) -> Array:
+    """For stacked point sets `(s, n, d)`: the order of each `x1[i]` that pairs it with
+    `x0[i]` at the least total squared distance, shape `(s, n)`.
+
+    Exact assignment by SciPy's `linear_sum_assignment` on the host (through
+    `jax.pure_callback`, so it runs inside jitted code), the sets in parallel threads.
+
+    Example:
+        >>> order = ot_pairings(x0[None], x1[None])[0]  # doctest: +SKIP
+        >>> x1[order]  # row i is the partner of x0[i]  # doctest: +SKIP
+    """
+    shape = jax.ShapeDtypeStruct(x0.shape[:2], jnp.int32)
+    return jax.pure_callback(_assignments, shape, x0, x1, vmap_method="sequential")
 
 
 def ot_pairing(x0: Array, x1: Array) -> Array:
-    """The order of `x1` that pairs it with `x0` at the least total squared distance.
-
-    Exact assignment (SciPy's `linear_sum_assignment`, on the host through
-    `jax.pure_callback`, so it runs inside a jitted training step).
-
-    Example:
-        >>> order = ot_pairing(x0, x1)  # doctest: +SKIP
-        >>> x1[order]  # row i is the partner of x0[i]  # doctest: +SKIP
-    """
-    cost = jnp.sum((x0[:, None, :] - x1[None, :, :]) ** 2, axis=-1)
-    shape = jax.ShapeDtypeStruct((x0.shape[0],), jnp.int32)
-    return jax.pure_callback(_assignment, shape, cost, vmap_method="sequential")
+    """`ot_pairings` of one pair of point sets `(n, d)`: an order of `x1`, shape `(n,)`."""
+    return ot_pairings(x0[None], x1[None])[0]
 
 
 OBJECTIVES: dict[str, type[AbstractObjective]] = {

@@ -199,14 +199,14 @@ class Trainer:
         epoch_key = jax.random.fold_in(as_typed_key(state.key), state.epoch)
         step_keys = jax.random.split(epoch_key, num_steps)
 
-        def loss_fn(params, batch, context, key):
-            return objective.loss(eqx.combine(params, static), batch, context, key)
+        def loss_fn(params, batch, context, key, prepared):
+            return objective.loss(eqx.combine(params, static), batch, context, key, prepared)
 
         def step(carry, xs):
             params, opt_state = carry
-            batch, context, key = xs
+            batch, context, key, prepared = xs
             (loss, (stats, metrics)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
-                params, batch, context, key
+                params, batch, context, key, prepared
             )
             updates, new_opt_state = optimizer.update(grads, opt_state, params)
             new_params = eqx.apply_updates(params, updates)
@@ -219,8 +219,12 @@ class Trainer:
             out = (loss, finite, stats.num_fn_evals, stats.num_steps, metrics)
             return (params, opt_state), out
 
+        prepared = None
+        if batches is not None:  # the epoch's parameter-free work (e.g. OT pairings)
+            model = eqx.combine(state.params, static)
+            prepared = objective.prepare(model, batches, contexts, step_keys)
         (params, opt_state), outputs = jax.lax.scan(
-            step, (state.params, state.opt_state), (batches, contexts, step_keys)
+            step, (state.params, state.opt_state), (batches, contexts, step_keys, prepared)
         )
         new_state = eqx.tree_at(
             lambda s: (s.params, s.opt_state, s.epoch), state, (params, opt_state, state.epoch + 1)
