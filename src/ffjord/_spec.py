@@ -127,7 +127,14 @@ def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
         f = spec["field"]
         if f["type"] != "MLPField":
             raise ValueError(f"unknown field type {f['type']!r}")
-        field = MLPField(f["dim"], f["hidden"], f["layers"], context_dim=f["context_dim"], key=key)
+        field = MLPField(
+            f["dim"],
+            f["hidden"],
+            f["layers"],
+            context_dim=f["context_dim"],
+            activation=f["activation"],
+            key=key,
+        )
         t = spec["trace"]
         trace = (
             ExactTrace()
