@@ -303,11 +303,20 @@ def draw_figures(
     reference = None
     if cfg["data"] in datasets.TOY_DATASETS:
         reference = datasets.toy_entropy(cfg["data"], method="quadrature")
+    best_epoch = int(state.best_epoch) if cfg.get("validation", 0) > 0 else None
     if history:
-        plotting.plot_curves(figures / "curves.png", history, reference=reference)
+        flow_matching = cfg.get("objective") == "flow-matching"
+        plotting.plot_curves(
+            figures / "curves.png",
+            history,
+            reference=reference,
+            train_loss_label="flow-matching loss (mean squared error)" if flow_matching else None,
+            best_epoch=best_epoch or None,
+        )
         written.append(figures / "curves.png")
     best = cfg.get("validation", 0) > 0 and int(state.best_epoch) > 0
     model = trainer.model(state, best=best)
+    shown = int(state.best_epoch) if best else int(state.epoch)  # the epoch of `model`
     if cfg["dim"] == 1:
         samples = transform(model.bijector, base_samples(model, state, 8192))
         lo, hi = np.percentile(train, [0.5, 99.5])
@@ -325,7 +334,7 @@ def draw_figures(
     snapshotter_base = base_samples(trainer.dist, state, SNAPSHOT_SAMPLES)
     for name, snap in (
         ("before", snaps[0] if snaps and snaps[0][0] == 0 else None),
-        ("after", snaps[-1] if snaps else None),
+        ("after", next((sn for sn in snaps if sn[0] == shown), snaps[-1] if snaps else None)),
     ):
         if snap is None:
             continue
@@ -352,7 +361,6 @@ def draw_figures(
         written.append(figures / "animation.gif")
     points, shape = plotting.density_grid(limits, 150)
     lp = trainer.log_prob(model, points.astype(train.dtype))
-    shown = int(state.best_epoch) if best else int(state.epoch)
     plotting.plot_density(
         figures / "density.png",
         lp.reshape(shape),

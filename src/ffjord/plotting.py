@@ -432,14 +432,19 @@ def plot_curves(
     *,
     reference: float | None = None,
     title: str | None = None,
+    train_loss_label: str | None = None,
+    best_epoch: int | None = None,
 ) -> None:
-    """Training loss and held-out NLL (nats) against epoch.
+    """Training loss, held-out NLL and validation NLL (nats) against epoch.
 
-    ``metrics`` holds one mapping per epoch with keys ``"epoch"``, ``"train_loss"`` and
-    ``"test_nll"`` (the records of ``metrics.jsonl``); a missing, ``None`` or non-finite
-    value is skipped (e.g. epoch 0, before training, has no training loss). With
-    ``reference``, a dashed horizontal line labelled "true entropy" marks the lowest
-    reachable expected NLL.
+    ``metrics`` holds one mapping per epoch with keys ``"epoch"``, ``"train_loss"``,
+    ``"test_nll"`` and optionally ``"validation_nll"`` (the records of ``metrics.jsonl``);
+    a missing, ``None`` or non-finite value is skipped (e.g. epoch 0, before training,
+    has no training loss). With ``reference``, a dashed horizontal line labelled "true
+    entropy" marks the lowest reachable expected NLL. A training loss that is not a
+    negative log-likelihood (e.g. flow matching's regression loss) goes on its own
+    right-hand axis, labelled ``train_loss_label``. ``best_epoch`` marks the epoch whose
+    parameters early stopping kept.
 
     Example:
         >>> rows = [{"epoch": 0, "test_nll": 2.6},
@@ -452,6 +457,7 @@ def plot_curves(
     series: dict[str, tuple[list[float], list[float]]] = {
         "train_loss": ([], []),
         "test_nll": ([], []),
+        "validation_nll": ([], []),
     }
     for i, row in enumerate(metrics):
         if not isinstance(row, Mapping):
@@ -470,17 +476,36 @@ def plot_curves(
 
     fig = _new_figure((7.0, 4.5))
     ax = fig.subplots()
-    styles = {"train_loss": ("train loss", "o", "C0"), "test_nll": ("held-out NLL", "s", "C1")}
+    styles = {
+        "train_loss": ("train loss", "o", "C0"),
+        "test_nll": ("held-out NLL", "s", "C1"),
+        "validation_nll": ("validation NLL", "^", "C2"),
+    }
+    lines = []
     for key, (xs, ys) in series.items():
-        if ys:
-            name, marker, color = styles[key]
-            ax.plot(xs, ys, marker=marker, markersize=3, linewidth=1.5, color=color, label=name)
+        if not ys:
+            continue
+        name, marker, color = styles[key]
+        target = ax
+        if key == "train_loss" and train_loss_label is not None:
+            target = ax.twinx()
+            target.set_ylabel(train_loss_label, color=color)
+            name = train_loss_label
+        lines += target.plot(
+            xs, ys, marker=marker, markersize=3, linewidth=1.5, color=color, label=name
+        )
     if ref is not None:
-        ax.axhline(ref, linestyle="--", color="0.3", linewidth=1.2, label="true entropy")
+        lines.append(
+            ax.axhline(ref, linestyle="--", color="0.3", linewidth=1.2, label="true entropy")
+        )
+    if best_epoch is not None:
+        lines.append(
+            ax.axvline(best_epoch, linestyle=":", color="C2", linewidth=1.2, label="best epoch")
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("negative log-likelihood (nats)")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(handles=lines)
     if title:
         ax.set_title(title)
     _save_figure(fig, path, fmt)
