@@ -50,9 +50,10 @@ class AbstractObjective(eqx.Module):
         contexts: Array | None,
         keys: PRNGKeyArray,
     ) -> Any:
-        """Work for a whole epoch that does not depend on the trainable arrays, done once
-        before its steps (`batches` and `keys` stacked over the steps). Its leading axis is
-        sliced per step and given to `loss` as `prepared`; `None` (the default): nothing."""
+        """Work for a whole epoch that does not depend on the trainable arrays, done once on
+        the host before its compiled steps (`batches` and `keys` stacked over the steps).
+        Its leading axis is sliced per step and given to `loss` as `prepared`; `None` (the
+        default): nothing."""
         return None
 
     @abc.abstractmethod
@@ -172,15 +173,12 @@ class FlowMatching(AbstractObjective):
 
     def prepare(self, dist, batches, contexts, keys):
         """With OT coupling, every step's pairing at once: the base draws and the data do
-        not depend on the trainable arrays, so the epoch's assignments are solved together
-        on every core before its first step."""
+        not depend on the trainable arrays, so the epoch's assignments are solved together,
+        a thread per core, before its first step."""
         if self.coupling != "ot":
             return None
-        in_axes = (0, None if contexts is None else 0, 0)
-        x0, x1 = jax.vmap(lambda b, c, k: self._ends(dist, b, c, k), in_axes=in_axes)(
-            batches, contexts, keys
-        )
-        return ot_pairings(x0, x1)
+        x0, x1 = _epoch_ends(self, dist, batches, contexts, keys)
+        return jnp.asarray(_assignments(np.asarray(x0), np.asarray(x1)))
 
     def loss(self, dist, batch, context, key, prepared=None):
         _, block, _ = _split_single_block(dist.bijector)
@@ -238,6 +236,14 @@ class ReverseKL(AbstractObjective):
 
     def to_config(self) -> dict[str, Any]:
         return {"name": self.name, "num_samples": self.num_samples}
+
+
+@eqx.filter_jit
+def _epoch_ends(objective: FlowMatching, dist, batches, contexts, keys) -> tuple[Array, Array]:
+    """`FlowMatching._ends` of every step of an epoch, stacked."""
+    in_axes = (0, None if contexts is None else 0, 0)
+    ends = jax.vmap(lambda b, c, k: objective._ends(dist, b, c, k), in_axes=in_axes)
+    return ends(batches, contexts, keys)
 
 
 def _flatten(bijector: AbstractBijector) -> list[AbstractBijector]:
