@@ -293,8 +293,8 @@ class Trainer:
         """The objective's parameter-free work for the epoch (e.g. OT pairings), done on the
         host before the epoch's compiled steps run: host work inside a compiled program
         (a callback) runs 1.5-3x slower while XLA's threads wait on the same cores."""
-        if batches is None:
-            return None
+        if batches is None or type(self.objective).prepare is AbstractObjective.prepare:
+            return None  # nothing to prepare: no extra compilation at start-up
         keys = _step_keys(state.key, state.epoch, num_steps)
         return self.objective.prepare(self.model(state), batches, contexts, keys)
 
