@@ -242,3 +242,25 @@ def test_cli_bad_objective_options(tmp_path, capsys, args, phrase):
     assert code == 2 and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("ffjord: error: ") and phrase in err, err
     assert not out.exists()
+
+
+def test_bad_python_inputs_are_one_line_errors(getkey):
+    dist, train = small_dist(getkey()), data(getkey(), 256)
+    cases = [
+        (lambda: ffjord.fit(getkey(), dist, train, context=np.zeros((10, 1))),
+         "context has 10 rows but its data has 256"),
+        (lambda: ffjord.fit(getkey(), dist, train, test_data=train,
+                            test_context=np.zeros((256, 1))),
+         "give test_context exactly when the data have a context and test_data is given"),
+        (lambda: ffjord.fit(getkey(), dist, train, epochs=0), "epochs must be a positive integer"),
+        (lambda: ffjord.fit(getkey(), dist, train[:, :1]), "data has dimension 1 but the model"),
+        (lambda: ffjord.fit_to_density(getkey(), dist, "p"), "log_density must be a function"),
+        (lambda: ffjord.fit_to_density(getkey(), dist, jnp.sum, steps=0),
+         "steps must be a positive integer, got 0"),
+        (lambda: ffjord.fit_to_density(getkey(), dist, jnp.sum, num_samples=-1),
+         "num_samples must be a positive integer, got -1"),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(ffjord.InputError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
