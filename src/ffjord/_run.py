@@ -271,4 +271,4 @@ def load(run_dir: str | os.PathLike[str], *, like: TransformedDistribution | Non
         >>> dist.log_prob(points)  # doctest: +SKIP
     """
     _, cfg, trainer, state = open_run(run_dir, like)
-    return trainer.model(state, best=cfg.get("validation", 0) > 0 and int(state.best_epoch) > 0)
+    return trainer.kept_model(state)

@@ -20,13 +20,21 @@ from ._keys import as_typed_key, key_bits
 from ._objectives import COUPLINGS, AbstractObjective, FlowMatching, MaximumLikelihood
 from ._spec import ADJOINTS, SOLVERS
 from ._trace import ExactTrace, HutchinsonTrace
-from ._train import fit_size
+from ._train import Names, check_validation, fit_size
 from ._trainer import Trainer
 from ._vector_field import ACTIVATIONS, MLPField
 
 TRACES = ("exact", "hutchinson")
 SCHEDULES = ("constant", "cosine")
 OBJECTIVES = ("likelihood", "flow-matching")
+CLI_NAMES = Names(  # the engine's options as the command line calls them, for messages
+    run_dir="--out",
+    resume="--resume",
+    epochs="--epochs",
+    batch_size="--batch-size",
+    validation="--validation",
+    patience="--patience",
+)
 
 # The tutorial: moons, 4 blocks of MLP(8, 3), Dopri5 rtol 1e-3 atol 1e-5, Adam 1e-2, 40 epochs.
 TUTORIAL: dict[str, Any] = {
@@ -116,16 +124,7 @@ def validate_options(cfg: dict[str, Any]) -> None:
         if not ok or not math.isfinite(value) or value < 0:
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag} must be a non-negative number, got {value!r}")
-    value = cfg["validation"]
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not 0 <= value < 1:
-        raise InputError(f"--validation must be a fraction in [0, 1), got {value!r}")
-    patience = cfg["patience"]
-    if patience is not None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise InputError(f"--patience must be a positive integer, got {patience!r}")
-        if value == 0:
-            raise InputError("--patience needs a validation split to watch: give --validation")
+    check_validation(cfg["validation"], cfg["patience"], CLI_NAMES)
     if cfg["objective"] == "flow-matching" and cfg["blocks"] != 1:
         raise InputError(
             f"flow matching trains a single FFJORD block, but --blocks is {cfg['blocks']}; "

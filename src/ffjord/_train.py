@@ -57,13 +57,12 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _check_validation(validation: Any, patience: Any, names: Names) -> tuple[float, int | None]:
+def check_validation(validation: Any, patience: Any, names: Names) -> tuple[float, int | None]:
+    """`(validation, patience)` checked: a fraction in [0, 1) and `None` or a positive
+    integer that needs a validation split; one-line `InputError`s naming `names`'s options."""
     ok = isinstance(validation, int | float) and not isinstance(validation, bool)
     if not ok or not math.isfinite(validation) or not 0 <= validation < 1:
-        raise InputError(
-            f"{names.validation} must be a fraction in [0, 1) of the training data, "
-            f"got {validation!r}"
-        )
+        raise InputError(f"{names.validation} must be a fraction in [0, 1), got {validation!r}")
     if patience is not None:
         patience = _positive_int(patience, names.patience)
         if validation == 0:
@@ -139,7 +138,7 @@ def run_training(
     to `config.json`, option `names` for messages, the process' `started` time)."""
     started = time.perf_counter() if started is None else started
     epochs = _positive_int(epochs, names.epochs)
-    validation, patience = _check_validation(validation, patience, names)
+    validation, patience = check_validation(validation, patience, names)
     if resume and run_dir is None:
         raise InputError(f"{names.resume} continues a run directory: give {names.run_dir}")
     train = check_data(data, "data", dist.dim)
@@ -245,8 +244,7 @@ def run_training(
             epochs=epochs, callback=callback, show_progress=show_progress,
             started=started, finished=finished,
         )  # fmt: skip
-    best = validation > 0 and int(state.best_epoch) > 0
-    return Training(trainer.model(state, best=best), history, trainer, state)
+    return Training(trainer.kept_model(state), history, trainer, state)
 
 
 def _loop(

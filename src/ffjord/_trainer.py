@@ -56,6 +56,12 @@ class TrainState(eqx.Module):
             )
         return eqx.tree_at(lambda s: s.bad_epochs, self, self.bad_epochs + 1)
 
+    @property
+    def kept_epoch(self) -> int:
+        """The epoch whose parameters the run keeps: the best one when a validation split
+        chose one, else the last."""
+        return int(self.best_epoch) if int(self.best_epoch) > 0 else int(self.epoch)
+
 
 def trainable(dist: TransformedDistribution) -> Any:
     """The filter of trainable leaves: the bijector's float arrays, except fixed `Affine` maps."""
@@ -183,10 +189,16 @@ class Trainer:
             bad_epochs=zero,
         )
 
-    def model(self, state: TrainState, *, best: bool = False) -> TransformedDistribution:
-        """The distribution with the state's parameters (`best=True`: the best epoch's)."""
+    def model(self, state: TrainState) -> TransformedDistribution:
+        """The distribution with the state's current parameters."""
         _, static = eqx.partition(self.dist, self.filter_spec)
-        return eqx.combine(state.best_params if best else state.params, static)
+        return eqx.combine(state.params, static)
+
+    def kept_model(self, state: TrainState) -> TransformedDistribution:
+        """The distribution with the parameters the run keeps (`TrainState.kept_epoch`)."""
+        _, static = eqx.partition(self.dist, self.filter_spec)
+        params = state.best_params if int(state.best_epoch) > 0 else state.params
+        return eqx.combine(params, static)
 
     # One epoch -----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from ._io import atomic_write
 from ._run import SNAPSHOT_SAMPLES, RunDir, base_grid, base_samples, open_run
 from ._settings import (
     ADJOINTS,
+    CLI_NAMES,
     COUPLINGS,
     OBJECTIVES,
     SCHEDULES,
@@ -38,20 +39,12 @@ from ._settings import (
     train_key,
     validate_options,
 )
-from ._train import Names, run_training
+from ._train import run_training
 from ._trainer import Trainer, TrainingDiverged, TrainState, transform
 from ._vector_field import ACTIVATIONS
 from ._version import __version__
 
 OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
-CLI_NAMES = Names(
-    run_dir="--out",
-    resume="--resume",
-    epochs="--epochs",
-    batch_size="--batch-size",
-    validation="--validation",
-    patience="--patience",
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,8 +151,7 @@ def _open_run(path: str) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
 def _open_model(path: str):
     """(run, config, trainer, the trained model) of a run directory (see `ffjord.load`)."""
     run, cfg, trainer, state = _open_run(path)
-    best = cfg.get("validation", 0) > 0 and int(state.best_epoch) > 0
-    return run, cfg, trainer, trainer.model(state, best=best)
+    return run, cfg, trainer, trainer.kept_model(state)
 
 
 def _read_points(path: str, dim: int, what: str) -> np.ndarray:
@@ -261,7 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     history, state = result.history, result.state
     if args.figures:
         draw_figures(run, cfg, result.trainer, state, train)
-    best = int(state.best_epoch) if cfg["validation"] > 0 else int(state.epoch)
+    best = state.kept_epoch
     summary = {
         "run": str(run.path),
         "epochs": int(state.epoch),
@@ -303,7 +295,6 @@ def draw_figures(
     reference = None
     if cfg["data"] in datasets.TOY_DATASETS:
         reference = datasets.toy_entropy(cfg["data"], method="quadrature")
-    best_epoch = int(state.best_epoch) if cfg.get("validation", 0) > 0 else None
     if history:
         flow_matching = cfg.get("objective") == "flow-matching"
         plotting.plot_curves(
@@ -311,12 +302,11 @@ def draw_figures(
             history,
             reference=reference,
             train_loss_label="flow-matching loss (mean squared error)" if flow_matching else None,
-            best_epoch=best_epoch or None,
+            best_epoch=int(state.best_epoch) or None,
         )
         written.append(figures / "curves.png")
-    best = cfg.get("validation", 0) > 0 and int(state.best_epoch) > 0
-    model = trainer.model(state, best=best)
-    shown = int(state.best_epoch) if best else int(state.epoch)  # the epoch of `model`
+    model = trainer.kept_model(state)
+    shown = state.kept_epoch
     if cfg["dim"] == 1:
         samples = transform(model.bijector, base_samples(model, state, 8192))
         lo, hi = np.percentile(train, [0.5, 99.5])
