@@ -88,6 +88,11 @@ class AbstractBijector(eqx.Module):
         """The event dimension `d`, when known."""
         return None
 
+    @property
+    def context_dim(self) -> int | None:
+        """The width `k` of the conditions it takes (0: unconditional), when known."""
+        return None
+
     @abc.abstractmethod
     def _apply(
         self,
@@ -241,12 +246,22 @@ class Chain(AbstractBijector):
         dims = {b.dim for b in bijectors} - {None}
         if len(dims) > 1:
             raise ValueError(f"Chain: bijectors have different dimensions {sorted(dims)}")
+        widths = {b.context_dim for b in bijectors} - {None, 0}
+        if len(widths) > 1:
+            raise ValueError(f"Chain: bijectors take contexts of different widths {sorted(widths)}")
         self.bijectors = bijectors
 
     @property
     def dim(self) -> int | None:
         dims = [b.dim for b in self.bijectors if b.dim is not None]
         return dims[0] if dims else None
+
+    @property
+    def context_dim(self) -> int | None:
+        widths = [b.context_dim for b in self.bijectors]
+        if any(w for w in widths):
+            return max(w for w in widths if w is not None)
+        return None if any(w is None for w in widths) else 0
 
     def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
         n = len(self.bijectors)
@@ -326,6 +341,10 @@ class Affine(AbstractBijector):
     def dim(self) -> int:
         return self.shift.shape[0]
 
+    @property
+    def context_dim(self) -> int:
+        return 0
+
     def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
         ld = jnp.broadcast_to(jnp.sum(jnp.log(jnp.abs(self.scale))), x.shape[:1]).astype(x.dtype)
         if regularize is not None:  # no dynamics: no kinetic energy, no Jacobian integral
@@ -333,3 +352,66 @@ class Affine(AbstractBijector):
         if inverse:
             return ((x - self.shift) / self.scale).astype(x.dtype), -ld, SolveStats.zero()
         return (self.shift + self.scale * x).astype(x.dtype), ld, SolveStats.zero()
+
+
+class StandardizedContext(AbstractBijector):
+    """`bijector`, given its conditions standardised: `(context - shift) / scale`.
+
+    The map is part of the model, so `log_prob`, `sample` and friends take raw
+    conditions; its arrays stay fixed in training (like `Affine`'s). `ffjord.fit` with
+    `context=` wraps a model in one (the training conditions' mean and standard
+    deviation) unless the model already has one.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ffjord
+        >>> field = ffjord.MLPField(2, 8, 3, context_dim=1, key=jax.random.key(0))
+        >>> flow = ffjord.StandardizedContext(ffjord.FFJORD(field), jnp.array([10.0]),
+        ...                                   jnp.array([5.0]))
+        >>> y = flow.forward(jnp.zeros(2), context=jnp.array([15.0]))  # the field sees 1.0
+        >>> bool(jnp.allclose(y, ffjord.FFJORD(field).forward(jnp.zeros(2), context=jnp.ones(1))))
+        True
+    """
+
+    bijector: AbstractBijector
+    context_map: Affine
+
+    def __init__(self, bijector: AbstractBijector, shift, scale):
+        if not isinstance(bijector, AbstractBijector):
+            raise TypeError(f"StandardizedContext wraps a bijector, got {type(bijector).__name__}")
+        shift, scale = jnp.asarray(shift), jnp.asarray(scale)
+        self.context_map = Affine(shift, scale)
+        inner = bijector.context_dim
+        if inner is not None and inner != self.context_map.dim:
+            raise ValueError(
+                f"StandardizedContext: shift has {self.context_map.dim} entries but the "
+                f"bijector takes {inner}-dimensional contexts"
+            )
+        self.bijector = bijector
+
+    @property
+    def dim(self) -> int | None:
+        return self.bijector.dim
+
+    @property
+    def context_dim(self) -> int:
+        return self.context_map.dim
+
+    def standardize(self, context: Array) -> Array:
+        """Raw conditions `(..., k)` -> the standardised ones the wrapped bijector sees."""
+        return (context - self.context_map.shift) / self.context_map.scale
+
+    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+        if context is None:
+            raise ValueError(
+                f"this flow is conditional ({self.context_dim}-dimensional contexts): pass context="
+            )
+        context = self.standardize(context).astype(context.dtype)
+        return self.bijector._apply(
+            x,
+            context,
+            key,
+            inverse=inverse,
+            log_det=log_det,
+            throw=throw,
+            regularize=regularize,
+        )

@@ -199,6 +199,11 @@ class FFJORD(AbstractBijector):
         return dim if isinstance(dim, int) else None
 
     @property
+    def context_dim(self) -> int | None:
+        width = getattr(self.field, "context_dim", None)
+        return width if isinstance(width, int) else None
+
+    @property
     def _closed_form_trace(self) -> bool:
         """The exact trace comes from the field's `value_and_divergence` when it has one."""
         return isinstance(self.trace, ExactTrace) and callable(

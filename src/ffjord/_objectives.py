@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ._bijector import AbstractBijector, Affine, Chain, SolveStats
+from ._bijector import AbstractBijector, Affine, Chain, SolveStats, StandardizedContext
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
@@ -162,6 +162,12 @@ class FlowMatching(AbstractObjective):
 
     def check(self, dist):
         _split_single_block(dist.bijector)
+        if self.coupling == "ot" and dist.bijector.context_dim:
+            raise InputError(
+                "OT coupling pairs base and data points regardless of their conditions, "
+                "which biases a conditional flow; use coupling='independent' "
+                "(--coupling independent)"
+            )
 
     def _ends(self, dist, batch, context, key) -> tuple[Array, Array]:
         """Base draws `x0` and data `x1` of one step, both in the block's coordinates."""
@@ -189,6 +195,7 @@ class FlowMatching(AbstractObjective):
             order = ot_pairing(x0, x1) if prepared is None else prepared
             x1 = x1[order]
             context = None if context is None else context[order]
+        _, context = _unwrap_context(dist.bijector, context)
         s = jax.random.uniform(time_key, (n, 1), batch.dtype)
         xt = (1 - s) * x0 + s * x1
         if self.sigma > 0:
@@ -252,11 +259,19 @@ def _flatten(bijector: AbstractBijector) -> list[AbstractBijector]:
     return [bijector]
 
 
+def _unwrap_context(bijector: AbstractBijector, context: Array | None):
+    """(the bijector inside a top-level `StandardizedContext`, the context it sees)."""
+    if isinstance(bijector, StandardizedContext):
+        return bijector.bijector, None if context is None else bijector.standardize(context)
+    return bijector, context
+
+
 def _split_single_block(
     bijector: AbstractBijector,
 ) -> tuple[list[AbstractBijector], FFJORD, list[AbstractBijector]]:
-    """(maps before, the FFJORD block, maps after), in forward order."""
-    parts = _flatten(bijector)
+    """(maps before, the FFJORD block, maps after), in forward order (a top-level
+    `StandardizedContext` is looked through: it only maps the conditions)."""
+    parts = _flatten(_unwrap_context(bijector, None)[0])
     blocks = [i for i, b in enumerate(parts) if isinstance(b, FFJORD)]
     if len(blocks) != 1:
         raise InputError(

@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
+import jax
 import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray
 
+from ._bijector import StandardizedContext
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._keys import key_bits
@@ -111,6 +114,37 @@ def _differences(saved: dict[str, Any], config: dict[str, Any], names: Names) ->
     return None
 
 
+def check_context_width(dist: TransformedDistribution, width: int) -> None:
+    """One-line errors when conditions of `width` columns (0: none) do not suit `dist`."""
+    takes = dist.bijector.context_dim
+    if takes is None or takes == width:
+        return
+    if width == 0:
+        raise InputError(
+            f"the model is conditional (its fields take {takes}-dimensional contexts): "
+            "give context=, one condition per data row"
+        )
+    if takes == 0:
+        raise InputError(
+            f"context has {width} columns but the model is unconditional; build its fields "
+            f"with context_dim={width}"
+        )
+    raise InputError(f"context has {width} columns but the model's fields take {takes}")
+
+
+def with_context_map(dist: TransformedDistribution, context: np.ndarray) -> TransformedDistribution:
+    """`dist` whose bijector standardises its conditions with the mean and standard
+    deviation of `context` (a constant column keeps scale 1), unless it already has a
+    `StandardizedContext`."""
+    is_map = lambda node: isinstance(node, StandardizedContext)  # noqa: E731
+    if any(is_map(node) for node in jax.tree.leaves(dist.bijector, is_leaf=is_map)):
+        return dist
+    std = context.std(axis=0)
+    std = np.where(std > 0, std, 1.0).astype(context.dtype)
+    wrapped = StandardizedContext(dist.bijector, context.mean(axis=0).astype(context.dtype), std)
+    return eqx.tree_at(lambda d: d.bijector, dist, wrapped)
+
+
 def run_training(
     key: PRNGKeyArray,
     dist: TransformedDistribution,
@@ -151,6 +185,9 @@ def run_training(
         )
     if test is not None and test_context is not None:
         test_ctx = check_data(test_context, "test_context", ctx.shape[1], len(test))  # type: ignore[union-attr]
+    check_context_width(dist, 0 if ctx is None else ctx.shape[1])
+    if ctx is not None:
+        dist = with_context_map(dist, ctx)
     key_data = key_bits(key)
     val = val_ctx = None
     if validation > 0:
@@ -370,7 +407,11 @@ def fit(
     - `run_dir`: write the run directory `ffjord train` writes (config, checkpoint,
       metrics, snapshots); `resume=True` continues it from its checkpoint, with the
       same numbers as an uninterrupted run. `ffjord.load(run_dir)` gives the model.
-    - `context`: conditions `(n, k)` row-aligned with `data` (conditional flows).
+    - `context`: conditions `(n, k)` row-aligned with `data` (conditional flows; give
+      `test_context` with `test_data`). They are standardised with their mean and
+      standard deviation by a fixed `StandardizedContext` that becomes part of the
+      returned model (unless `dist` has one already), so `log_prob(y, context=c)` and
+      `sample(key, (n,), context=c)` take raw conditions.
 
     Only the bijector's arrays are trained (the base and `Affine` maps stay fixed).
 
@@ -441,6 +482,7 @@ def fit_to_density(
             raise InputError(
                 f"context must be one condition of shape (k,), got {context_arr.shape}"
             )
+    check_context_width(dist, 0 if context_arr is None else context_arr.shape[0])
     trainer = Trainer(
         dist,
         objective=ReverseKL(log_density, num_samples),
