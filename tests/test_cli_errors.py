@@ -203,12 +203,13 @@ def test_train_unknown_dataset_name(capsys, tmp_path):
 
 
 def test_train_batch_larger_than_data(capsys, files, tmp_path):
-    # 100 rows: 90 train after the fixed 10% hold-out.
+    # 100 rows: 90 train after the fixed 10% hold-out, 81 fitted after a file's default
+    # 10% validation split.
     out = tmp_path / "new_run"
     check(
         capsys,
         ["train", "--out", out, "--data", files / "small.npy", "--batch-size", "256", *QUIET],
-        "the training set has 90 points, fewer than one batch of 256; lower --batch-size",
+        "the training set has 81 points, fewer than one batch of 256; lower --batch-size",
         keep=[out, files],
     )
 
@@ -511,7 +512,7 @@ def test_evaluate_wrong_dimension(capsys, trained_run, files):
     check(
         capsys,
         ["evaluate", trained_run, "--data", files / "good3.npy"],
-        "data has dimension 3 but the model was trained on dimension 2",
+        "data good3.npy has 3 columns but the run's data have 2",
         keep=[trained_run],
     )
 
@@ -521,7 +522,7 @@ def test_density_wrong_dimension(capsys, trained_run, files, tmp_path):
     check(
         capsys,
         ["density", trained_run, "--points", files / "good3.npy", "-o", out],
-        "points has dimension 3 but the model was trained on dimension 2",
+        "points good3.npy has 3 columns but the run's data have 2",
         keep=[out],
     )
 

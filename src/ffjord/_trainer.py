@@ -382,16 +382,21 @@ CHUNK = 4096  # points per compiled forward pass of `transform` (fixed shape: on
 
 
 @eqx.filter_jit
-def _forward(bijector, x):
+def _forward(bijector, rows):
     # The state alone (no log-determinant: half the work), never raising on a failed solve.
-    return bijector._call(x, None, None, inverse=False, log_det=False, throw=False)[0]
+    # Columns beyond the flow's dimension are the points' conditions.
+    d = bijector.dim
+    context = rows[:, d:] if rows.shape[1] > d else None
+    return bijector._call(rows[:, :d], context, None, inverse=False, log_det=False, throw=False)[0]
 
 
-def transform(bijector, points: np.ndarray) -> np.ndarray:
-    """Push points through the flow in fixed-size chunks (one compilation, every core)."""
+def transform(bijector, points: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    """Push points (n, d) (under their conditions (n, k)) through the flow in fixed-size
+    chunks (one compilation, every core)."""
     if points.shape[0] == 0:
         return np.zeros((0, points.shape[1]), points.dtype)
-    return map_chunks(_forward, points, CHUNK, for_inference(bijector))
+    rows = points if context is None else np.concatenate([points, context], axis=1)
+    return map_chunks(_forward, rows, CHUNK, for_inference(bijector))
 
 
 def _epoch_order(key_data: Array, epoch: int, n: int) -> np.ndarray:

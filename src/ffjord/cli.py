@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import datasets
+from . import datasets, simulators
 from ._errors import InputError
 from ._io import atomic_write
 from ._run import SNAPSHOT_SAMPLES, RunDir, base_grid, base_samples, open_run
@@ -36,6 +36,7 @@ from ._settings import (
     make_objective,
     make_optimizer,
     new_settings,
+    split_columns,
     train_key,
     validate_options,
 )
@@ -45,6 +46,7 @@ from ._vector_field import ACTIVATIONS
 from ._version import __version__
 
 OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
+DEFAULTS_NOTE = "default: the tutorial's; chosen from the data for a file"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,8 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to create (or --resume)")
     t.add_argument(
         "--data",
-        help="moons (default), circles, 8gaussians, pinwheel, 2spirals, "
-        "checkerboard, rings, or FILE.npy / FILE.csv",
+        help="moons (default), circles, 8gaussians, pinwheel, 2spirals, checkerboard, rings, "
+        "arcs (a simulator: parameters given observations), or FILE.npy / FILE.csv (with no "
+        "other option, the settings are chosen from the file's size and dimension)",
+    )
+    t.add_argument(
+        "--context-dims",
+        dest="context_dims",
+        type=int,
+        help="the last K columns of the data file are conditions: learn p(data | condition)",
     )
     t.add_argument("--epochs", type=int, help="passes over the data (default 40)")
     t.add_argument("--batch-size", dest="batch_size", type=int, help="default 256")
@@ -115,18 +124,31 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="held-out NLL of a file under a trained run")
     e.add_argument("run", help="run directory")
-    e.add_argument("--data", required=True, help="points FILE.npy or FILE.csv")
+    e.add_argument(
+        "--data",
+        required=True,
+        help="points FILE.npy or FILE.csv (a conditional run: with its condition columns last)",
+    )
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run", help="run directory")
     s.add_argument("-n", type=int, required=True, help="number of samples")
     s.add_argument("-o", "--output", required=True, help="FILE.npy to create")
+    s.add_argument(
+        "--context",
+        help="a conditional run's condition: v1,v2,... (gives N samples) or a FILE.npy / "
+        "FILE.csv of M conditions (gives M x N samples)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
     d = sub.add_parser("density", help="exact log-density of points under a trained run")
     d.add_argument("run", help="run directory")
-    d.add_argument("--points", required=True, help="points FILE.npy or FILE.csv")
+    d.add_argument(
+        "--points",
+        required=True,
+        help="points FILE.npy or FILE.csv (a conditional run: with its condition columns last)",
+    )
     d.add_argument("-o", "--output", required=True, help="FILE.npy to create")
     d.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
@@ -154,9 +176,17 @@ def _open_model(path: str):
     return run, cfg, trainer, trainer.kept_model(state)
 
 
-def _read_points(path: str, dim: int, what: str) -> np.ndarray:
-    points = datasets.validate_points(datasets.load_array(path), dim=dim, what=what)
-    return as_training_array(points)
+def _read_rows(path: str, cfg: dict[str, Any], what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(points, conditions or None) of a file laid out like the run's data."""
+    rows = datasets.validate_points(datasets.load_array(path), what=what)
+    dim, k = cfg["dim"], cfg.get("context_dims", 0)
+    if rows.shape[1] != dim + k:
+        layout = f" ({dim} data + {k} condition columns)" if k else ""
+        raise InputError(
+            f"{what} {Path(path).name} has {rows.shape[1]} columns but the run's data have "
+            f"{dim + k}{layout}"
+        )
+    return split_columns(cfg, as_training_array(rows))
 
 
 def _check_output(path: str, force: bool) -> Path:
@@ -217,13 +247,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _resume_config(run, args) if args.resume else _new_config(args)
     started = time.perf_counter()
     train, test = (as_training_array(a) for a in load_data(cfg))
+    (points, context), (test_points, test_context) = (split_columns(cfg, a) for a in (train, test))
     dist = build_model(cfg)
     try:
         result = run_training(
             train_key(cfg),
             dist,
-            train,
-            test_data=test,
+            points,
+            context=context,
+            test_data=test_points,
+            test_context=test_context,
             objective=make_objective(cfg),
             epochs=cfg["epochs"],
             batch_size=cfg["batch_size"],
@@ -307,6 +340,20 @@ def draw_figures(
         written.append(figures / "curves.png")
     model = trainer.kept_model(state)
     shown = state.kept_epoch
+    train, train_context = split_columns(cfg, train)
+    if train_context is not None:
+        if cfg["dim"] == 2:
+            panels, reference = _conditional_panels(cfg, model, state, train, train_context)
+            plotting.plot_conditional(
+                figures / "conditional.png",
+                panels,
+                limits=tuple(cfg["limits"]),
+                reference_label=reference,
+                axis_names=("theta1", "theta2") if reference == "exact posterior" else ("x1", "x2"),
+                title=f"{Path(cfg['data']).name}: samples given a condition, epoch {shown}",
+            )
+            written.append(figures / "conditional.png")
+        return written
     if cfg["dim"] == 1:
         samples = transform(model.bijector, base_samples(model, state, 8192))
         lo, hi = np.percentile(train, [0.5, 99.5])
@@ -361,10 +408,46 @@ def draw_figures(
     return written
 
 
+CONDITIONS_SHOWN = 4
+SAMPLES_SHOWN = 2000
+
+
+def _conditional_panels(cfg, model, state, train, train_context):
+    """(panels for `plot_conditional`, what the reference is): model samples at a few
+    conditions beside the exact posterior (built-in simulator) or beside the training
+    points whose conditions are nearest (a file: the 2% nearest, at least 200)."""
+    base = base_samples(model, state, SAMPLES_SHOWN)
+    if cfg["data"] in simulators.CONDITIONAL_DATASETS:
+        conditions = np.asarray(simulators.SHOWN_OBSERVATIONS, np.float32)
+        references = [simulators.posterior_sample(c, SAMPLES_SHOWN, seed=0) for c in conditions]
+        reference = "exact posterior"
+    else:
+        scale = np.asarray(cfg["context_standardize"]["scale"])
+        shift = np.asarray(cfg["context_standardize"]["shift"])
+        unit = (train_context - shift) / scale
+        order = np.argsort(unit[:, 0], kind="stable")  # spread along the first condition
+        quantiles = (np.arange(CONDITIONS_SHOWN) + 0.5) / CONDITIONS_SHOWN * len(order)
+        picks = order[quantiles.astype(int)]
+        conditions = train_context[picks]
+        near = max(200, len(train) // 50)
+        references = []
+        for c in unit[picks]:
+            distance = np.sum((unit - c) ** 2, axis=1)
+            references.append(train[np.argsort(distance, kind="stable")[:near]])
+        reference = f"{near} training points, nearest conditions"
+    panels = []
+    for condition, ref in zip(conditions, references, strict=True):
+        context = np.broadcast_to(condition, (len(base), len(condition))).astype(base.dtype)
+        samples = transform(model.bijector, base, context)
+        label = "condition (" + ", ".join(f"{v:.3g}" for v in condition) + ")"
+        panels.append((label, ref, samples))
+    return panels, reference
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _, cfg, trainer, model = _open_model(args.run)
-    points = _read_points(args.data, cfg["dim"], "data")
-    lp = trainer.log_prob(model, points)
+    points, context = _read_rows(args.data, cfg, "data")
+    lp = trainer.log_prob(model, points, context)
     if not np.all(np.isfinite(lp)):
         raise InputError(f"the model's density is not finite at some points of {args.data}")
     nll = float(-np.mean(lp))
@@ -373,24 +456,73 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.ndarray | None:
+    """`--context`: `None`, one condition `(k,)` from `v1,v2,...`, or `(m, k)` from a file."""
+    k = cfg.get("context_dims", 0)
+    if value is None:
+        if k:
+            raise InputError(
+                f"{run.path} is a conditional run ({k} condition columns): give --context "
+                f"{','.join(['v'] * k)} or --context FILE of conditions"
+            )
+        return None
+    if not k:
+        raise InputError(f"{run.path} is not a conditional run: leave out --context")
+    is_file = Path(value).suffix.lower() in (".npy", ".csv") or Path(value).exists()
+    if is_file:
+        conditions = datasets.validate_points(datasets.load_array(value), what="--context file")
+        width = conditions.shape[1]
+    else:
+        cells = [c.strip() for c in value.split(",")]
+        try:
+            conditions = np.asarray([float(c) for c in cells], np.float64)
+        except ValueError:
+            bad = next(c for c in cells if not _is_number(c))
+            raise InputError(
+                f"--context value {bad!r} is not a number (give v1,v2,... or FILE)"
+            ) from None
+        if not np.all(np.isfinite(conditions)):
+            raise InputError(f"--context {value} has NaN or infinite values")
+        width = len(cells)
+    if width != k:
+        raise InputError(f"--context has {width} values per condition but the run's have {k}")
+    return as_training_array(conditions.astype(np.float32))
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n is None or args.n <= 0:
         raise InputError(f"-n must be a positive integer, got {args.n}")
     out = _check_output(args.output, args.force)
-    _, cfg, _, model = _open_model(args.run)
+    run, cfg, _, model = _open_model(args.run)
+    conditions = _read_conditions(args.context, run, cfg)
     key = jax.random.key(args.seed)
-    base = np.asarray(model.base.sample(key, (args.n,)), np.float32)
-    samples = transform(model.bijector, as_training_array(base))
+    shape = (args.n,) if conditions is None or conditions.ndim == 1 else (len(conditions), args.n)
+    base = as_training_array(np.asarray(model.base.sample(key, shape), np.float32))
+    flat = base.reshape(-1, cfg["dim"])
+    context = None
+    if conditions is not None and conditions.ndim == 1:  # one condition for every sample
+        context = np.broadcast_to(conditions, (args.n, conditions.shape[0]))
+    elif conditions is not None:  # rows of (M, N, d): N samples per condition
+        context = np.repeat(conditions, args.n, axis=0)
+    samples = transform(model.bijector, flat, context).reshape(*shape, cfg["dim"])
     _save_npy(out, samples)
-    print(json.dumps({"samples": str(out), "n": args.n, "dim": cfg["dim"]}))
+    print(json.dumps({"samples": str(out), "shape": list(samples.shape), "dim": cfg["dim"]}))
     return 0
 
 
 def cmd_density(args: argparse.Namespace) -> int:
     out = _check_output(args.output, args.force)
     _, cfg, trainer, model = _open_model(args.run)
-    points = _read_points(args.points, cfg["dim"], "points")
-    lp = trainer.log_prob(model, points)
+    points, context = _read_rows(args.points, cfg, "points")
+    lp = trainer.log_prob(model, points, context)
     _save_npy(out, lp)
     print(json.dumps({"log_prob": str(out), "n": len(lp), "mean": float(np.mean(lp))}))
     return 0

@@ -51,6 +51,7 @@ __all__ = [
     "density_grid",
     "kde_2d",
     "make_grid",
+    "plot_conditional",
     "plot_curves",
     "plot_density",
     "plot_flow_panels",
@@ -583,6 +584,45 @@ def plot_histogram_1d(
     _save_figure(fig, path, fmt)
 
 
+def plot_conditional(
+    path: PathLike,
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    *,
+    limits: Limits,
+    reference_label: str = "data",
+    axis_names: tuple[str, str] = ("x1", "x2"),
+    title: str | None = None,
+) -> None:
+    """Model samples beside reference points at a few conditions: one column per
+    condition, the reference above and the model below, on the same fixed ``limits``.
+
+    ``panels`` holds ``(condition label, reference points (n, 2), model samples (m, 2))``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> panels = [("x = 1", rng.normal(size=(500, 2)), rng.normal(size=(500, 2)))]
+        >>> plot_conditional("conditional.png", panels, limits=(-3, 3, -3, 3))  # doctest: +SKIP
+    """
+    lims = _check_limits(limits)
+    fmt = _figure_format(path)
+    if not panels:
+        raise InputError("plot_conditional needs at least one condition")
+    columns = [
+        (str(label), _points(ref, "reference", dim=2), _points(model, "model samples", dim=2))
+        for label, ref, model in panels
+    ]
+    fig = _new_figure((3.4 * len(columns), 7.2))
+    axes = np.asarray(fig.subplots(2, len(columns))).reshape(2, len(columns))
+    for (label, ref, model), top, bottom in zip(columns, axes[0], axes[1], strict=True):
+        _scatter(top, ref, size=2.0, alpha=0.35, color="black")
+        _style_axes(top, lims, f"{label}\n{reference_label}", axis_names)
+        _scatter(bottom, model, size=2.0, alpha=0.35)
+        _style_axes(bottom, lims, f"{label}\nmodel samples", axis_names)
+    if title:
+        fig.suptitle(title)
+    _save_figure(fig, path, fmt)
+
+
 # --------------------------------------------------------------------------- drawing helpers
 
 
@@ -594,12 +634,14 @@ def _new_figure(
     return fig
 
 
-def _style_axes(ax: Axes, limits: Limits, title: str | None) -> None:
+def _style_axes(
+    ax: Axes, limits: Limits, title: str | None, names: tuple[str, str] = ("x1", "x2")
+) -> None:
     ax.set_xlim(limits[0], limits[1])
     ax.set_ylim(limits[2], limits[3])
     ax.set_aspect("equal", adjustable="box")
-    ax.set_xlabel("x1")
-    ax.set_ylabel("x2")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
     if title:
         ax.set_title(title)
 
