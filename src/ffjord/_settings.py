@@ -184,8 +184,11 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
     keys chosen for the data are listed under `chosen_for_data`. An option of the other
     objective is refused rather than silently ignored.
     """
-    if given.get("context_dims") == 0:
-        raise InputError("--context-dims must be at least 1 (leave it out for no conditions)")
+    dims = given.get("context_dims")
+    if isinstance(dims, int) and dims < 1:
+        raise InputError(
+            f"--context-dims must be at least 1 (leave it out for no conditions), got {dims}"
+        )
     cfg = {"format_version": 2, "made_by": "ffjord train", **TUTORIAL}
     cfg.update({k: v for k, v in given.items() if k in ("data", "seed", "context_dims")})
     validate_options(cfg)
@@ -328,9 +331,10 @@ def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def as_training_array(points: np.ndarray) -> np.ndarray:
-    """Training runs in float32 (explicitly, not by accident) unless float64 is enabled."""
+    """Training runs in float32 (explicitly, not by accident), or in float64 throughout
+    when JAX's float64 is enabled (the command line's models are then float64 too)."""
     if jax.config.read("jax_enable_x64"):
-        return points
+        return points.astype(np.float64)
     return points.astype(np.float32)
 
 

@@ -478,7 +478,9 @@ def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.
         raise InputError(f"{run.path} is not a conditional run: leave out --context")
     is_file = Path(value).suffix.lower() in (".npy", ".csv") or Path(value).exists()
     if is_file:
-        conditions = datasets.validate_points(datasets.load_array(value), what="--context file")
+        conditions = datasets.validate_points(
+            datasets.load_array(value, "--context file"), what="--context file"
+        )
         width = conditions.shape[1]
     else:
         cells = [c.strip() for c in value.split(",")]

@@ -701,14 +701,15 @@ def _cell_message(where: str, row: int, lineno: int, col: int, cell: str) -> str
     return f"{where}: row {row} (line {lineno}), column {col} {problem}; fix or remove it"
 
 
-def load_array(path: str | os.PathLike[str]) -> FloatArray:
+def load_array(path: str | os.PathLike[str], what: str = "data file") -> FloatArray:
     """Load a user's data file, `.npy` or `.csv`, as points of shape `(n, d)`.
 
     A `.npy` file is read without pickle. A `.csv` file holds numbers separated by
     commas, one point per line, with an optional first line of column names;
     whitespace around values, blank lines and lines starting with `#` are ignored.
     A 1-D array or a single column gives shape `(n, 1)`. float64 data stays
-    float64; everything else (CSV text, integers, float16/32) becomes float32.
+    float64; everything else (CSV text, integers, float16/32) becomes float32. Messages
+    call it `what` (e.g. "data file").
 
     Raises:
         InputError: with one line naming the file, the problem and what to do: missing
@@ -726,7 +727,7 @@ def load_array(path: str | os.PathLike[str]) -> FloatArray:
                [3., 4.]], dtype=float32)
     """
     p = Path(os.fspath(path))
-    where = f"data file '{p}'"
+    where = f"{what} '{p}'"
     try:
         exists, is_dir, is_file = p.exists(), p.is_dir(), p.is_file()
     except OSError as err:

@@ -1,0 +1,146 @@
+"""Conditional runs on the command line: condition columns, `sample --context`, errors."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ffjord import simulators
+from ffjord.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cli_errors import QUIET, check, cli, trained_run  # noqa: E402, F401
+from test_conditional import conditional_pairs  # noqa: E402
+
+SMALL = ["--epochs", "8", "--blocks", "1", "--hidden", "16", "--batch-size", "128"]
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory) -> Path:
+    """Rows (y1, y2, c): y | c ~ N((u, -u), 0.3^2) with u = (c - 500) / 100."""
+    y, c = conditional_pairs(3000, 0)
+    path = tmp_path_factory.mktemp("pairs") / "pairs.npy"
+    np.save(path, np.concatenate([y, c], axis=1).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def conditional_run(pairs_file) -> Path:
+    out = pairs_file.parent / "run"
+    argv = ["train", "--out", out, "--data", pairs_file, "--context-dims", "1", *SMALL, "--quiet"]
+    assert main([str(a) for a in argv]) == 0
+    return out
+
+
+def test_round_trip_train_evaluate_density_sample(conditional_run, tmp_path, capsys):
+    cfg = json.loads((conditional_run / "config.json").read_text())
+    assert cfg["dim"] == 2 and cfg["context_dims"] == 1
+    assert cfg["model"]["bijector"]["type"] == "StandardizedContext"
+    assert (conditional_run / "figures" / "conditional.png").exists()
+    y, c = conditional_pairs(1000, 5)
+    right, wrong = tmp_path / "right.npy", tmp_path / "wrong.npy"
+    np.save(right, np.concatenate([y, c], axis=1).astype(np.float32))
+    np.save(wrong, np.concatenate([y, 1000.0 - c], axis=1).astype(np.float32))
+
+    code, out, _ = cli(capsys, "evaluate", conditional_run, "--data", right)
+    assert code == 0
+    nll = json.loads(out)["nll"]
+    code, out, _ = cli(capsys, "density", conditional_run, "--points", right, "-o", tmp_path / "r")
+    assert code == 2  # not .npy
+    assert (
+        cli(capsys, "density", conditional_run, "--points", right, "-o", tmp_path / "r.npy")[0] == 0
+    )
+    assert (
+        cli(capsys, "density", conditional_run, "--points", wrong, "-o", tmp_path / "w.npy")[0] == 0
+    )
+    lp_right, lp_wrong = np.load(tmp_path / "r.npy"), np.load(tmp_path / "w.npy")
+    assert lp_right.shape == (1000,)
+    assert -lp_right.mean() == pytest.approx(nll, abs=1e-4)
+    assert lp_right.mean() > lp_wrong.mean() + 3.0  # the condition matters, as trained
+
+    code, out, _ = cli(capsys, "sample", conditional_run, "-n", "500", "--context", "700",
+                       "-o", tmp_path / "one.npy")  # fmt: skip
+    assert code == 0 and json.loads(out)["shape"] == [500, 2]
+    one = np.load(tmp_path / "one.npy")
+    assert one.shape == (500, 2)
+    conditions = tmp_path / "conditions.csv"
+    conditions.write_text("300\n500\n700\n")
+    code, out, _ = cli(capsys, "sample", conditional_run, "-n", "500", "--context", conditions,
+                       "-o", tmp_path / "many.npy")  # fmt: skip
+    assert code == 0
+    many = np.load(tmp_path / "many.npy")
+    assert many.shape == (3, 500, 2)
+    # Each condition's samples sit around its mean (u, -u), u = -2, 0, 2.
+    np.testing.assert_allclose(many.mean(axis=1), [[-2, 2], [0, 0], [2, -2]], atol=0.4)
+
+
+def test_the_arcs_simulator_learns_its_known_posterior(tmp_path, capsys):
+    out = tmp_path / "arcs"
+    argv = ["train", "--out", out, "--data", "arcs", "--epochs", "6", "--quiet", "--no-figures"]
+    code, _, _ = cli(capsys, *argv)
+    assert code == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["context_dims"] == 2 and cfg["n_train"] == 10_000
+    observation = np.array([1.5, 0.5])
+    code, _, _ = cli(capsys, "sample", out, "-n", "2000", "--context", "1.5,0.5",
+                     "-o", tmp_path / "post.npy")  # fmt: skip
+    assert code == 0
+    draws = np.load(tmp_path / "post.npy")
+    # Under the exact posterior, the model's draws are where its mass is: their mean exact
+    # log-density is near the posterior's own (negative entropy), far above the prior's.
+    exact = simulators.posterior_log_prob(draws, observation).mean()
+    own = simulators.posterior_log_prob(
+        simulators.posterior_sample(observation, 2000, seed=3), observation
+    ).mean()
+    prior = simulators.posterior_log_prob(np.random.default_rng(0).normal(size=(2000, 2)),
+                                          observation).mean()  # fmt: skip
+    assert exact > own - 0.7
+    assert prior < own - 5
+    assert abs(np.linalg.norm(draws, axis=1).mean() - 1.5) < 0.1
+
+
+def test_context_errors(conditional_run, trained_run, pairs_file, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "s.npy"
+    nan_file = tmp_path / "nan.npy"
+    np.save(nan_file, np.array([[300.0], [np.nan]], np.float32))
+    wide_file = tmp_path / "wide.npy"
+    np.save(wide_file, np.ones((2, 2), np.float32))
+    words = tmp_path / "words.csv"
+    words.write_text("300\nabc\n")
+    sample = ["sample", conditional_run, "-n", "10", "-o", out]
+    cases = [
+        (
+            [*sample, "--context", "1,2"],
+            "--context has 2 values per condition but the run's have 1",
+        ),
+        ([*sample, "--context", wide_file], "--context has 2 values per condition but the run's"),
+        ([*sample, "--context", "nan"], "--context nan has NaN or infinite values"),
+        ([*sample, "--context", "abc"], "--context value 'abc' is not a number"),
+        ([*sample, "--context", nan_file], "has NaN or infinite values in 1 of 2"),
+        ([*sample, "--context", words], "abc"),
+        ([*sample[:-2], "-o", out], "is a conditional run (1 condition columns): give --context"),
+        (
+            ["sample", trained_run, "-n", "10", "-o", out, "--context", "1"],
+            "is not a conditional run: leave out --context",
+        ),
+        (
+            ["evaluate", conditional_run, "--data", wide_file],
+            "has 2 columns but the run's data have 3 (2 data + 1 condition columns)",
+        ),
+    ]
+    for argv, phrase in cases:
+        check(capsys, argv, phrase, keep=[conditional_run, out])
+    train = ["train", "--out", tmp_path / "new", *QUIET]
+    for argv, phrase in [
+        (
+            [*train, "--data", pairs_file, "--context-dims", "0"],
+            "--context-dims must be at least 1 (",
+        ),
+        ([*train, "--data", pairs_file, "--context-dims", "-1"], "no conditions), got -1"),
+        ([*train, "--data", pairs_file, "--context-dims", "3"], "--context-dims 3 leaves no data"),
+        ([*train, "--data", "moons", "--context-dims", "1"], "the built-in set moons has no cond"),
+        ([*train, "--data", "arcs", "--context-dims", "1"], "has 2 condition columns, not --cont"),
+    ]:
+        check(capsys, argv, phrase, keep=[tmp_path / "new", pairs_file])
