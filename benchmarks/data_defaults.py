@@ -1,0 +1,94 @@
+"""The settings `ffjord train --data FILE` chooses, against variants, by held-out NLL.
+
+For each task: 10,000 simulated pairs (theta, x) saved as rows, then the plain command
+`ffjord train --data PAIRS.npy --context-dims K` and the same with each variant's options,
+one after the other. Reports the held-out NLL of p(theta | x) (nats, lower is better;
+the exact likelihood of the command's fixed 10% test split), the whole command's wall
+time, and the epochs run and chosen by early stopping.
+
+    python benchmarks/data_defaults.py --tasks arcs two_moons slcp \\
+        --variants "" "--hidden 128" "--lr 1e-3"
+
+`arcs` is ffjord's built-in simulator; other names are sbibm tasks (extra `.[sbi-peers]`
+plus `pip install --no-deps sbibm`, see benchmarks/compare_sbi.py).
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pairs_file(task: str, n: int, folder: Path) -> tuple[Path, int]:
+    """(a file of rows (theta, x), the width of x)."""
+    path = folder / f"{task}.npy"
+    if task == "arcs":
+        from ffjord import simulators
+
+        theta, x = simulators.simulate(n, seed=0)
+    else:
+        import compare_sbi
+
+        sbibm_task = compare_sbi.load_task(task)
+        theta, x = (a.numpy() for a in compare_sbi.simulate(sbibm_task, n, 0))
+    np.save(path, np.concatenate([theta, x], axis=1).astype(np.float32))
+    return path, x.shape[1]
+
+
+def run(pairs: Path, width: int, options: str, out: Path) -> dict:
+    argv = ["ffjord", "train", "--data", str(pairs), "--context-dims", str(width)]
+    argv += ["--out", str(out), "--quiet", "--no-figures", *shlex.split(options)]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        return {"options": options, "error": done.stderr.strip().splitlines()[-1]}
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "options": options or "(none: the defaults)",
+        "test_nll": summary["test_nll"],
+        "seconds": round(seconds, 1),
+        "epochs": summary["epochs"],
+        "best_epoch": summary.get("best_epoch"),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="+", default=["arcs"])
+    p.add_argument("--variants", nargs="+", default=["", "--hidden 128", "--lr 1e-3"])
+    p.add_argument("--simulations", type=int, default=10_000)
+    p.add_argument("--out", default="docs/benchmarks/data_defaults.json")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for task in args.tasks:
+            pairs, width = pairs_file(task, args.simulations, folder)
+            for i, options in enumerate(args.variants):
+                row = {"task": task, **run(pairs, width, options, folder / f"{task}-{i}")}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n| task | options | held-out NLL | wall s | epochs (best) |\n|---|---|---:|---:|---:|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['task']} | {r['options']} | error: {r['error']} | | |")
+        else:
+            print(
+                f"| {r['task']} | {r['options']} | {r['test_nll']:.3f} | {r['seconds']} | "
+                f"{r['epochs']} ({r['best_epoch']}) |"
+            )
+
+
+if __name__ == "__main__":
+    main()
