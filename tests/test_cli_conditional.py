@@ -144,3 +144,17 @@ def test_context_errors(conditional_run, trained_run, pairs_file, tmp_path, caps
         ([*train, "--data", "arcs", "--context-dims", "1"], "has 2 condition columns, not --cont"),
     ]:
         check(capsys, argv, phrase, keep=[tmp_path / "new", pairs_file])
+
+
+def test_runs_from_before_conditional_flows_still_open(trained_run, tmp_path, capsys):  # noqa: F811
+    """A run directory written before `context_dims` existed reads as unconditional."""
+    import shutil
+
+    old = Path(shutil.copytree(trained_run, tmp_path / "old"))
+    cfg = json.loads((old / "config.json").read_text())
+    for key in ("context_dims", "context_standardize", "chosen_for_data"):
+        cfg.pop(key, None)
+    (old / "config.json").write_text(json.dumps(cfg))
+    code, out, err = cli(capsys, "sample", old, "-n", "5", "-o", tmp_path / "s.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (5, 2)

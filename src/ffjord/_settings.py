@@ -109,7 +109,7 @@ def validate_options(cfg: dict[str, Any]) -> None:
         raise InputError(
             f"unknown schedule {cfg['schedule']!r}; choose one of: {', '.join(SCHEDULES)}"
         )
-    dims = cfg["context_dims"]
+    dims = cfg.get("context_dims", 0)  # runs made before conditional flows have none
     if isinstance(dims, bool) or not isinstance(dims, int) or dims < 0:
         raise InputError(f"--context-dims must be a non-negative integer, got {dims!r}")
     seed = cfg["seed"]
@@ -209,7 +209,7 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
         if cfg["context_dims"]:
             cfg["coupling"] = "independent"
     cfg.update(given)
-    cfg["chosen_for_data"] = sorted(k for k in chosen if k not in given)
+    cfg["chosen_for_data"] = sorted(k for k, v in chosen.items() if cfg[k] == v and k not in given)
     validate_options(cfg)
     return cfg
 
