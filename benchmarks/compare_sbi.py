@@ -466,6 +466,10 @@ def write_markdown(report: dict, path: Path, out: Path) -> None:
         *meta["commands"],
         "```",
         "",
+    ]
+    if len(meta["commands"]) > 1:
+        lines += ["Later commands (`--merge`) replace the tasks they name.", ""]
+    lines += [
         f"Each task: {meta['simulations']} simulations (theta, x) from sbibm's prior and "
         f"simulator (seed {meta['seed']}, float32), the same for every method; for observations "
         f"{', '.join(map(str, OBSERVATIONS))} {NUM_POSTERIOR_SAMPLES} posterior samples, "
