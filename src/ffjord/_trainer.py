@@ -385,7 +385,7 @@ CHUNK = 4096  # points per compiled forward pass of `transform` (fixed shape: on
 def _forward(bijector, rows):
     # The state alone (no log-determinant: half the work), never raising on a failed solve.
     # Columns beyond the flow's dimension are the points' conditions.
-    d = bijector.dim
+    d = rows.shape[1] if bijector.dim is None else bijector.dim  # no dim: no condition columns
     context = rows[:, d:] if rows.shape[1] > d else None
     return bijector._call(rows[:, :d], context, None, inverse=False, log_det=False, throw=False)[0]
 
