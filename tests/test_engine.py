@@ -231,6 +231,8 @@ CLI_ERRORS = [
     (["--patience", "5"], "--patience needs a validation split to watch: give --validation"),
     (["--validation", "0.1", "--patience", "0"], "--patience must be a positive integer, got 0"),
     (["--adjoint", "magic"], "argument --adjoint: invalid choice: 'magic'"),
+    (["--weight-decay", "-1"], "--weight-decay must be a non-negative number, got -1.0"),
+    (["--weight-decay", "inf"], "--weight-decay must be a non-negative number, got inf"),
 ]
 
 
@@ -264,3 +266,27 @@ def test_bad_python_inputs_are_one_line_errors(getkey):
         with pytest.raises(ffjord.InputError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate():
+    """AdamW: with a zero gradient every parameter shrinks by lr * weight_decay per step."""
+    from ffjord._settings import TUTORIAL, make_optimizer
+
+    params = {"w": jnp.full((3,), 2.0)}
+    zero = {"w": jnp.zeros(3)}
+    for decay, expected in ((0.0, 2.0), (0.5, 2.0 * (1 - 0.1 * 0.5))):
+        opt = make_optimizer({**TUTORIAL, "lr": 0.1, "weight_decay": decay})
+        updates, _ = opt.update(zero, opt.init(params), params)
+        assert np.allclose(params["w"] + updates["w"], expected, rtol=1e-6)
+    old_run = {k: v for k, v in TUTORIAL.items() if k != "weight_decay"}  # before the option
+    opt = make_optimizer({**old_run, "lr": 0.1})
+    updates, _ = opt.update(zero, opt.init(params), params)
+    assert np.allclose(updates["w"], 0.0)
+
+
+def test_cli_weight_decay_is_recorded_and_resumes(tmp_path):
+    out = tmp_path / "wd"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--weight-decay", "0.01", *TINY]) == 0
+    assert json.loads((out / "config.json").read_text())["weight_decay"] == 0.01
+    argv = ["train", "--out", str(out), "--resume", "--epochs", "2", "--weight-decay", "0.1"]
+    assert main([*argv, "--quiet"]) == 2

@@ -43,6 +43,7 @@ TUTORIAL: dict[str, Any] = {
     "batch_size": 256,
     "lr": 1e-2,
     "schedule": "constant",
+    "weight_decay": 0.0,
     "blocks": 4,
     "hidden": 8,
     "layers": 3,
@@ -123,8 +124,8 @@ def validate_options(cfg: dict[str, Any]) -> None:
     ):
         if cfg[name] not in choices:
             raise InputError(f"unknown {name} {cfg[name]!r}; choose one of: {', '.join(choices)}")
-    for name in ("kinetic", "jacobian_frobenius"):
-        value = cfg[name]
+    for name in ("kinetic", "jacobian_frobenius", "weight_decay"):
+        value = cfg.get(name, 0.0)  # runs made before weight decay have none
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok or not math.isfinite(value) or value < 0:
             flag = "--" + name.replace("_", "-")
@@ -389,13 +390,15 @@ def build_model(cfg: dict[str, Any]) -> TransformedDistribution:
 
 
 def make_optimizer(cfg: dict[str, Any]) -> optax.GradientTransformation:
-    """Adam at `lr`, constant or decaying to 5% over the run's steps (`schedule`)."""
+    """Adam at `lr`, constant or decaying to 5% over the run's steps (`schedule`);
+    AdamW (decoupled weight decay, scaled by the learning rate) when `weight_decay` > 0."""
+    lr = cfg["lr"]
     if cfg["schedule"] == "cosine":
         fitted = fit_size(cfg["n_train"], cfg["validation"])
         steps_per_epoch = max(fitted // cfg["batch_size"], 1)
-        lr = optax.cosine_decay_schedule(cfg["lr"], cfg["epochs"] * steps_per_epoch, alpha=0.05)
-        return optax.adam(lr)
-    return optax.adam(cfg["lr"])
+        lr = optax.cosine_decay_schedule(lr, cfg["epochs"] * steps_per_epoch, alpha=0.05)
+    decay = cfg.get("weight_decay", 0.0)
+    return optax.adamw(lr, weight_decay=decay) if decay > 0 else optax.adam(lr)
 
 
 def make_trainer(cfg: dict[str, Any]) -> Trainer:

@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=SCHEDULES,
         help="learning rate: constant (default) or cosine decay to 5%% over the run",
     )
+    t.add_argument(
+        "--weight-decay",
+        type=float,
+        help="decoupled weight decay (AdamW), relative to the learning rate (default 0)",
+    )
     t.add_argument("--blocks", type=int, help="stacked FFJORD blocks (default 4)")
     t.add_argument("--hidden", type=int, help="hidden units per layer (default 8)")
     t.add_argument("--layers", type=int, help="layers of each MLP (default 3)")
@@ -230,10 +235,11 @@ def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is None or name == "epochs":
             continue
-        same = value == cfg[name] or (name == "data" and Path(value).resolve() == Path(cfg[name]))
+        saved = cfg.get(name, TUTORIAL[name])  # options added later: the default before them
+        same = value == saved or (name == "data" and Path(value).resolve() == Path(saved))
         if not same:
             raise InputError(
-                f"--{name.replace('_', '-')} {value} differs from the run's {cfg[name]}; "
+                f"--{name.replace('_', '-')} {value} differs from the run's {saved}; "
                 "--resume continues with the run's own settings (only --epochs may change)"
             )
     if args.epochs is not None:
