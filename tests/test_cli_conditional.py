@@ -158,3 +158,42 @@ def test_runs_from_before_conditional_flows_still_open(trained_run, tmp_path, ca
     code, out, err = cli(capsys, "sample", old, "-n", "5", "-o", tmp_path / "s.npy")
     assert code == 0, err
     assert np.load(tmp_path / "s.npy").shape == (5, 2)
+
+
+def test_sample_keeps_draws_within_the_training_data_range(
+    conditional_run, pairs_file, tmp_path, capsys
+):
+    import shutil
+
+    from ffjord import datasets
+
+    train, _ = datasets.split_holdout(np.load(pairs_file), 0.1, 0)
+    cfg = json.loads((conditional_run / "config.json").read_text())
+    np.testing.assert_allclose(cfg["data_range"]["low"], train[:, :2].min(axis=0))
+    np.testing.assert_allclose(cfg["data_range"]["high"], train[:, :2].max(axis=0))
+    run = tmp_path / "run"
+    shutil.copytree(conditional_run, run)
+    # A narrower recorded range: about a quarter of the draws at condition 700 (around
+    # (2, -2), sd 0.3) fall inside it, so most must be redrawn.
+    cfg["data_range"] = {"low": [2.0, -3.0], "high": [3.0, -2.0]}
+    (run / "config.json").write_text(json.dumps(cfg))
+    conditions = tmp_path / "conditions.npy"
+    np.save(conditions, np.array([[700.0], [690.0]], np.float32))
+    for args, shape in ((["--context", "700"], (400, 2)), (["--context", conditions], (2, 400, 2))):
+        code, out, _ = cli(capsys, "sample", run, "-n", "400", *args, "-o", tmp_path / "in.npy",
+                           "--force")  # fmt: skip
+        assert code == 0 and json.loads(out)["shape"] == list(shape)
+        inside = np.load(tmp_path / "in.npy").reshape(-1, 2)
+        assert np.all((inside >= [2.0, -3.0]) & (inside <= [3.0, -2.0]))
+    assert cli(capsys, "sample", run, "-n", "400", "--context", "700", "--keep-outside",
+               "-o", tmp_path / "all.npy")[0] == 0  # fmt: skip
+    kept = np.load(tmp_path / "all.npy")
+    assert 0.1 < np.mean(np.all((kept >= [2, -3]) & (kept <= [3, -2]), axis=1)) < 0.6
+
+    cfg["data_range"] = {"low": [50.0, 50.0], "high": [51.0, 51.0]}  # nothing falls there
+    (run / "config.json").write_text(json.dumps(cfg))
+    code, _, err = cli(capsys, "sample", run, "-n", "100", "--context", conditions,
+                       "-o", tmp_path / "none.npy")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    assert "only 0% of the model's draws for condition 1 lie within the training data's" in err
+    assert not (tmp_path / "none.npy").exists()

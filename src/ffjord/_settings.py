@@ -290,6 +290,8 @@ def _describe_columns(cfg: dict[str, Any], train: np.ndarray) -> dict[str, Any]:
     cfg["context_standardize"] = None if context is None else _standardisation(context)
     cfg["base_scale"] = BASE_SCALE_FILE
     cfg["limits"] = _limits(points) if cfg["dim"] == 2 else None
+    low, high = points.min(axis=0), points.max(axis=0)  # `ffjord sample` keeps draws in it
+    cfg["data_range"] = {"low": low.tolist(), "high": high.tolist()}
     return cfg
 
 

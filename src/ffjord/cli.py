@@ -145,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
         "FILE.csv of M conditions (gives M x N samples)",
     )
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--keep-outside",
+        action="store_true",
+        help="keep draws outside the training data's range (a run trained on a file or "
+        "simulator redraws them by default, as sbi rejects draws outside the prior)",
+    )
     s.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
     d = sub.add_parser("density", help="exact log-density of points under a trained run")
@@ -505,6 +511,50 @@ def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.
     return as_training_array(conditions.astype(np.float32))
 
 
+MAX_DRAWS_PER_SAMPLE = 100  # `ffjord sample` gives up when under 1% of draws fall in range
+
+
+def _draw(model, cfg: dict[str, Any], conditions: np.ndarray | None, n: int, key) -> np.ndarray:
+    """`n` model draws per condition: `(n, d)`, or `(m, n, d)` for `(m, k)` conditions."""
+    shape = (n,) if conditions is None or conditions.ndim == 1 else (len(conditions), n)
+    base = as_training_array(np.asarray(model.base.sample(key, shape), np.float32))
+    flat = base.reshape(-1, cfg["dim"])
+    context = None
+    if conditions is not None and conditions.ndim == 1:  # one condition for every sample
+        context = np.broadcast_to(conditions, (n, conditions.shape[0]))
+    elif conditions is not None:  # rows of (M, N, d): N samples per condition
+        context = np.repeat(conditions, n, axis=0)
+    return transform(model.bijector, flat, context).reshape(*shape, cfg["dim"])
+
+
+def _draw_within(model, cfg, conditions, n: int, key, low, high) -> np.ndarray:
+    """`_draw`, keeping only draws inside the box [low, high] (rejection: draws outside it
+    are replaced by fresh ones, per condition, until each has `n`)."""
+    rows = 1 if conditions is None or conditions.ndim == 1 else len(conditions)
+    kept: list[list[np.ndarray]] = [[] for _ in range(rows)]
+    got, drawn = np.zeros(rows, int), 0
+    batch = n
+    while got.min() < n:
+        if drawn >= MAX_DRAWS_PER_SAMPLE * n:
+            worst = int(np.argmin(got))
+            which = f" for condition {worst + 1}" if rows > 1 else ""
+            raise InputError(
+                f"only {100 * got[worst] / drawn:.2g}% of the model's draws{which} lie within "
+                "the training data's range; pass --keep-outside to keep draws outside it"
+            )
+        key, sub = jax.random.split(key)
+        draws = _draw(model, cfg, conditions, batch, sub).reshape(rows, batch, cfg["dim"])
+        drawn += batch
+        for i in range(rows):
+            inside = draws[i][np.all((draws[i] >= low) & (draws[i] <= high), axis=1)]
+            kept[i].append(inside[: n - got[i]])
+            got[i] += len(kept[i][-1])
+        accepted = max(got.min(), 1) / drawn  # the slowest condition sets the next batch
+        batch = int(min(max((n - got.min()) / accepted * 1.2, 64), MAX_DRAWS_PER_SAMPLE * n))
+    samples = np.stack([np.concatenate(parts) for parts in kept])
+    return samples[0] if rows == 1 and (conditions is None or conditions.ndim == 1) else samples
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n is None or args.n <= 0:
         raise InputError(f"-n must be a positive integer, got {args.n}")
@@ -512,15 +562,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run, cfg, _, model = _open_model(args.run)
     conditions = _read_conditions(args.context, run, cfg)
     key = jax.random.key(args.seed)
-    shape = (args.n,) if conditions is None or conditions.ndim == 1 else (len(conditions), args.n)
-    base = as_training_array(np.asarray(model.base.sample(key, shape), np.float32))
-    flat = base.reshape(-1, cfg["dim"])
-    context = None
-    if conditions is not None and conditions.ndim == 1:  # one condition for every sample
-        context = np.broadcast_to(conditions, (args.n, conditions.shape[0]))
-    elif conditions is not None:  # rows of (M, N, d): N samples per condition
-        context = np.repeat(conditions, args.n, axis=0)
-    samples = transform(model.bijector, flat, context).reshape(*shape, cfg["dim"])
+    box = cfg.get("data_range")  # files and simulators (runs made before it have none)
+    if box is None or args.keep_outside:
+        samples = _draw(model, cfg, conditions, args.n, key)
+    else:
+        low, high = (np.asarray(box[side]) for side in ("low", "high"))
+        samples = _draw_within(model, cfg, conditions, args.n, key, low, high)
     _save_npy(out, samples)
     print(json.dumps({"samples": str(out), "shape": list(samples.shape), "dim": cfg["dim"]}))
     return 0
