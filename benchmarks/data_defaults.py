@@ -2,12 +2,13 @@
 
 For each task: 10,000 simulated pairs (theta, x) saved as rows, then the plain command
 `ffjord train --data PAIRS.npy --context-dims K` and the same with each variant's options,
-one after the other. Reports the held-out NLL of p(theta | x) (nats, lower is better;
-the exact likelihood of the command's fixed 10% test split), the whole command's wall
-time, and the epochs run and chosen by early stopping.
+one after the other; with `--npe`, also sbi's NPE trained on the command's own training
+rows (its defaults) and scored on the same test rows. Reports the held-out NLL of
+p(theta | x) (nats, lower is better; the exact likelihood of the command's fixed 10% test
+split), the whole command's wall time, and the epochs run and chosen by early stopping.
 
     python benchmarks/data_defaults.py --tasks arcs two_moons slcp \\
-        --variants "" "--hidden 128" "--lr 1e-3"
+        --variants "" "--hidden 128" "--lr 1e-3" --npe
 
 `arcs` is ffjord's built-in simulator; other names are sbibm tasks (extra `.[sbi-peers]`
 plus `pip install --no-deps sbibm`, see benchmarks/compare_sbi.py).
@@ -61,11 +62,38 @@ def run(pairs: Path, width: int, options: str, out: Path) -> dict:
     }
 
 
+def npe_row(task: str, pairs: Path, width: int, log_dir: Path) -> dict:
+    """sbi's NPE (defaults) on the rows `ffjord train` trains on; NLL on its test rows."""
+    import compare_sbi
+    import torch
+    from sbi.inference import NPE
+
+    from ffjord import datasets
+
+    train, test = datasets.split_holdout(np.load(pairs), 0.1, 0)  # ffjord train's split
+    d = train.shape[1] - width
+    prior = compare_sbi.load_task(task).get_prior_dist()
+    compare_sbi.seed_all(0)
+    npe = NPE(prior, show_progress_bars=False, tracker=compare_sbi.sbi_tracker(log_dir))
+    start = time.perf_counter()
+    estimator = npe.append_simulations(*(torch.tensor(train[:, s]) for s in (np.s_[:d], np.s_[d:])))
+    estimator = estimator.train()
+    seconds = time.perf_counter() - start
+    print(flush=True)  # sbi's "converged after N epochs." ends without a newline
+    theta, x = torch.tensor(test[:, :d]), torch.tensor(test[:, d:])
+    with torch.no_grad():
+        log_prob = estimator.log_prob(theta.unsqueeze(0), condition=x).squeeze(0)
+    epochs = npe.summary["epochs_trained"][-1]
+    return {"options": "sbi NPE (reference)", "test_nll": float(-log_prob.mean()),
+            "seconds": round(seconds, 1), "epochs": int(epochs), "best_epoch": None}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="+", default=["arcs"])
     p.add_argument("--variants", nargs="+", default=["", "--hidden 128", "--lr 1e-3"])
     p.add_argument("--simulations", type=int, default=10_000)
+    p.add_argument("--npe", action="store_true", help="add sbi's NPE on the same split")
     p.add_argument("--out", default="docs/benchmarks/data_defaults.json")
     args = p.parse_args()
     rows = []
@@ -75,6 +103,10 @@ def main() -> None:
             pairs, width = pairs_file(task, args.simulations, folder)
             for i, options in enumerate(args.variants):
                 row = {"task": task, **run(pairs, width, options, folder / f"{task}-{i}")}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+            if args.npe and task != "arcs":
+                row = {"task": task, **npe_row(task, pairs, width, folder / "sbi-logs")}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
