@@ -22,11 +22,13 @@ other on the same machine and the same simulations:
   runs, timed the same way.
 * Quality: for observations 1, 2, 3 (``task.get_observation(num_observation=i)``) 10,000
   posterior samples (sbi: ``posterior.sample((10000,), x=obs)``, which by default rejects
-  samples outside the prior's support; ffjord's samples are used as they come, and the
-  fraction outside the support is reported, with a second C2ST on the samples inside it when
-  there are any outside) are compared with ``task.get_reference_posterior_samples(i)`` by
-  sbibm's own ``sbibm.metrics.c2st(X=reference, Y=samples)`` (5-fold MLP classifier accuracy,
-  z-scored by the reference; 0.5 is perfect, 1.0 fully distinguishable). Reported: the
+  samples outside the prior's support; ``ffjord sample`` redraws samples outside the range
+  of the training parameters, which it records without knowing the prior; the fraction
+  outside the prior's support is reported for every method, with a second C2ST on the
+  samples inside it when there are any outside) are compared with
+  ``task.get_reference_posterior_samples(i)`` by sbibm's own
+  ``sbibm.metrics.c2st(X=reference, Y=samples)`` (5-fold MLP classifier accuracy, z-scored
+  by the reference; 0.5 is perfect, 1.0 fully distinguishable). Reported: the
   per-observation and mean C2ST, training seconds and sampling seconds (sum over the three
   observations; for ffjord the one ``ffjord sample`` process) and the ratios ffjord / NPE and
   ffjord / FMPE.
@@ -468,7 +470,11 @@ def write_markdown(report: dict, path: Path, out: Path) -> None:
         "",
     ]
     if len(meta["commands"]) > 1:
-        lines += ["Later commands (`--merge`) replace the tasks they name.", ""]
+        lines += [
+            "Later commands (`--merge`) replace the results of the methods they run on the "
+            "tasks they name (`--skip-peers`: ffjord's only).",
+            "",
+        ]
     lines += [
         f"Each task: {meta['simulations']} simulations (theta, x) from sbibm's prior and "
         f"simulator (seed {meta['seed']}, float32), the same for every method; for observations "
@@ -481,9 +487,10 @@ def write_markdown(report: dict, path: Path, out: Path) -> None:
         "- ffjord: the plain `ffjord train --data PAIRS.npy --context-dims d_x --out RUN` (theta "
         "columns first, then x), then `ffjord sample RUN -n 10000 --context OBS.npy -o "
         "SAMPLES.npy` for the three observations at once; both timed as whole processes "
-        "(start-up, JAX import and compilation included). Its samples are not truncated to the "
-        "prior's support: the last column gives the largest fraction outside it (and the C2ST "
-        "of the samples inside).",
+        "(start-up, JAX import and compilation included). `ffjord sample` redraws draws outside "
+        "the range of the training parameters (its default; it is not given the prior). The "
+        "outside-prior column gives the largest fraction of a method's samples outside the "
+        "prior's support (and the C2ST of the samples inside).",
         "- Sampling seconds: the sum over the three observations. Load: the 1-minute load "
         "average before and after the method ran (the machine may be shared; times taken "
         "under a load above the core count are inflated).",
