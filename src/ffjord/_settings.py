@@ -144,7 +144,7 @@ def data_defaults(n_train: int, dim: int, context_dims: int) -> dict[str, Any]:
 
     Likelihood training of two blocks of a 3-layer SiLU MLP (64 units, 128 beyond 16
     data columns), the exact trace up to 16 dimensions and Hutchinson's beyond, batches
-    of 256 (fewer for small files), AdamW 3e-3 with weight decay 0.1 and cosine decay
+    of 256 (fewer for small files), AdamW 5e-3 with weight decay 0.1 and cosine decay
     over about 2,500 steps, and early stopping: 10% of the rows choose the best epoch,
     patience 20 epochs.
 
@@ -166,7 +166,7 @@ def data_defaults(n_train: int, dim: int, context_dims: int) -> dict[str, Any]:
         "trace": "exact" if dim <= 16 else "hutchinson",
         "batch_size": batch_size,
         "epochs": epochs,
-        "lr": 3e-3,
+        "lr": 5e-3,
         "schedule": "cosine",
         "weight_decay": 0.1,
         "validation": validation,
