@@ -530,7 +530,8 @@ def _draw(model, cfg: dict[str, Any], conditions: np.ndarray | None, n: int, key
 def _draw_within(model, cfg, conditions, n: int, key, low, high) -> np.ndarray:
     """`_draw`, keeping only draws inside the box [low, high] (rejection: draws outside it
     are replaced by fresh ones, per condition, until each has `n`)."""
-    rows = 1 if conditions is None or conditions.ndim == 1 else len(conditions)
+    single = conditions is None or conditions.ndim == 1  # one condition: (n, d) back
+    rows = 1 if single else len(conditions)
     kept: list[list[np.ndarray]] = [[] for _ in range(rows)]
     got, drawn = np.zeros(rows, int), 0
     batch = n
@@ -552,7 +553,7 @@ def _draw_within(model, cfg, conditions, n: int, key, low, high) -> np.ndarray:
         accepted = max(got.min(), 1) / drawn  # the slowest condition sets the next batch
         batch = int(min(max((n - got.min()) / accepted * 1.2, 64), MAX_DRAWS_PER_SAMPLE * n))
     samples = np.stack([np.concatenate(parts) for parts in kept])
-    return samples[0] if rows == 1 and (conditions is None or conditions.ndim == 1) else samples
+    return samples[0] if single else samples
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
