@@ -531,7 +531,7 @@ def _draw_within(model, cfg, conditions, n: int, key, low, high) -> np.ndarray:
     """`_draw`, keeping only draws inside the box [low, high] (rejection: draws outside it
     are replaced by fresh ones, per condition, until each has `n`)."""
     single = conditions is None or conditions.ndim == 1  # one condition: (n, d) back
-    rows = 1 if single else len(conditions)
+    rows = 1 if conditions is None or single else len(conditions)
     kept: list[list[np.ndarray]] = [[] for _ in range(rows)]
     got, drawn = np.zeros(rows, int), 0
     batch = n
