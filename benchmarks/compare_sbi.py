@@ -196,29 +196,39 @@ def sbi_tracker(log_dir: Path):
     return TensorBoardTracker(SummaryWriter(str(log_dir)))
 
 
+def train_sbi(method: str, task, theta, x, seed: int, log_dir: Path):
+    """(inference, estimator, training seconds, epochs or None): sbi's NPE or FMPE trained
+    with its defaults on tensors `theta`, `x`."""
+    from sbi.inference import FMPE, NPE
+
+    cls = {"npe": NPE, "fmpe": FMPE}[method]
+    seed_all(seed)
+    inference = cls(
+        prior=task.get_prior_dist(), show_progress_bars=False, tracker=sbi_tracker(log_dir)
+    )
+    start = time.perf_counter()
+    estimator = inference.append_simulations(theta, x).train()
+    seconds = time.perf_counter() - start
+    print(flush=True)  # sbi's "converged after N epochs." ends without a newline
+    summary = getattr(inference, "summary", None) or getattr(inference, "_summary", {})
+    epochs = summary.get("epochs_trained") if isinstance(summary, dict) else None
+    return inference, estimator, seconds, int(epochs[-1]) if epochs else None
+
+
 def run_sbi(method: str, task, theta, x, seed: int, log_dir: Path) -> dict:
     """Train sbi's NPE or FMPE with its defaults, sample and score the three observations."""
     import torch
-    from sbi.inference import FMPE, NPE
 
     result = new_result(method)
-    cls = {"npe": NPE, "fmpe": FMPE}[method]
-    result["class"] = f"sbi.inference.{cls.__name__}"
+    result["class"] = f"sbi.inference.{method.upper()}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        seed_all(seed)
-        inference = cls(
-            prior=task.get_prior_dist(), show_progress_bars=False, tracker=sbi_tracker(log_dir)
-        )
+        inference, estimator, seconds, epochs = train_sbi(method, task, theta, x, seed, log_dir)
         start = time.perf_counter()
-        estimator = inference.append_simulations(theta, x).train()
         posterior = inference.build_posterior(estimator)
-        result["training_seconds"] = time.perf_counter() - start
-        print(flush=True)  # sbi's "converged after N epochs." ends without a newline
-        summary = getattr(inference, "summary", None) or getattr(inference, "_summary", {})
-        epochs = summary.get("epochs_trained") if isinstance(summary, dict) else None
+        result["training_seconds"] = seconds + time.perf_counter() - start
         if epochs:
-            result["epochs"] = int(epochs[-1])
+            result["epochs"] = epochs
         result["parameters"] = int(sum(p.numel() for p in estimator.parameters()))
         for i in OBSERVATIONS:
             obs = observation(task, i)

@@ -66,26 +66,19 @@ def npe_row(task: str, pairs: Path, width: int, log_dir: Path) -> dict:
     """sbi's NPE (defaults) on the rows `ffjord train` trains on; NLL on its test rows."""
     import compare_sbi
     import torch
-    from sbi.inference import NPE
 
     from ffjord import datasets
 
-    train, test = datasets.split_holdout(np.load(pairs), 0.1, 0)  # ffjord train's split
-    d = train.shape[1] - width
-    prior = compare_sbi.load_task(task).get_prior_dist()
-    compare_sbi.seed_all(0)
-    npe = NPE(prior, show_progress_bars=False, tracker=compare_sbi.sbi_tracker(log_dir))
-    start = time.perf_counter()
-    estimator = npe.append_simulations(*(torch.tensor(train[:, s]) for s in (np.s_[:d], np.s_[d:])))
-    estimator = estimator.train()
-    seconds = time.perf_counter() - start
-    print(flush=True)  # sbi's "converged after N epochs." ends without a newline
-    theta, x = torch.tensor(test[:, :d]), torch.tensor(test[:, d:])
+    train, test = (torch.tensor(a) for a in datasets.split_holdout(np.load(pairs), 0.1, 0))
+    d = train.shape[1] - width  # rows (theta, x), split as `ffjord train` splits them
+    sbibm_task = compare_sbi.load_task(task)
+    _, estimator, seconds, epochs = compare_sbi.train_sbi(
+        "npe", sbibm_task, train[:, :d], train[:, d:], 0, log_dir
+    )
     with torch.no_grad():
-        log_prob = estimator.log_prob(theta.unsqueeze(0), condition=x).squeeze(0)
-    epochs = npe.summary["epochs_trained"][-1]
+        log_prob = estimator.log_prob(test[:, :d].unsqueeze(0), condition=test[:, d:])
     return {"options": "sbi NPE (reference)", "test_nll": float(-log_prob.mean()),
-            "seconds": round(seconds, 1), "epochs": int(epochs), "best_epoch": None}  # fmt: skip
+            "seconds": round(seconds, 1), "epochs": epochs, "best_epoch": None}  # fmt: skip
 
 
 def main() -> None:
