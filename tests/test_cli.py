@@ -125,3 +125,19 @@ def test_one_dimensional_data(tmp_path, capsys):
     assert (out / "figures" / "histogram.png").is_file()
     assert main(["sample", str(out), "-n", "10", "-o", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (10, 1)
+
+
+def test_digits_train_with_the_documented_split_and_image_figure(tmp_path, capsys):
+    out = tmp_path / "digits"
+    argv = ["train", "--out", str(out), "--data", "digits", "--epochs", "1", *TINY]
+    assert main([*argv, "--batch-size", "500", "--trace", "hutchinson"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["dim"], cfg["n_train"], cfg["n_test"]) == (64, 1500, 297)
+    assert cfg["chosen_for_data"]  # 64-D data: the settings chosen for data files
+    with Image.open(out / "figures" / "samples.png") as image:
+        assert image.size[0] > 600
+    capsys.readouterr()
+    assert main(["sample", str(out), "-n", "7", "-o", str(tmp_path / "s.npy")]) == 0
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (7, 64) and np.all(np.isfinite(samples))
+    assert "data_range" not in cfg  # unconditional: draws are not kept to a 64-D box

@@ -143,6 +143,7 @@ def test_context_errors(conditional_run, trained_run, pairs_file, tmp_path, caps
         ([*train, "--data", pairs_file, "--context-dims", "-1"], "no conditions), got -1"),
         ([*train, "--data", pairs_file, "--context-dims", "3"], "--context-dims 3 leaves no data"),
         ([*train, "--data", "moons", "--context-dims", "1"], "the built-in set moons has no cond"),
+        ([*train, "--data", "digits", "--context-dims", "1"], "the built-in set digits has no co"),
         ([*train, "--data", "arcs", "--context-dims", "1"], "has 2 condition columns, not --cont"),
     ]:
         check(capsys, argv, phrase, keep=[tmp_path / "new", pairs_file])

@@ -766,3 +766,31 @@ def test_split_holdout_bad_fraction(fraction):
         InputError, match=exact(f"the held-out fraction must be between 0 and 1, got {fraction!r}")
     ):
         split_holdout(np.zeros((10, 2)), fraction)
+
+
+# --------------------------------------------------------------------------------------
+# Real data: digits.
+
+
+def test_digits_are_sklearns_digits_uniformly_dequantised():
+    train, test = datasets.load_digits(seed=3)
+    assert train.shape == (1500, 64) and test.shape == (297, 64)
+    assert train.dtype == np.float32 and test.dtype == np.float32
+    points = np.concatenate([train, test]).astype(np.float64)
+    assert points.min() >= 0.0 and points.max() < 1.0
+    counts = np.floor(points * 17.0)  # (x + u) / 17 with u in [0, 1): floor gives x back
+    original = sklearn.datasets.load_digits().data
+    as_rows = lambda a: sorted(map(tuple, a.astype(int).tolist()))  # noqa: E731
+    assert as_rows(counts) == as_rows(original)  # every image once, none changed
+    noise = points * 17.0 - counts
+    assert abs(noise.mean() - 0.5) < 0.01 and abs(noise.var() - 1 / 12) < 0.005  # uniform
+
+
+def test_digits_are_fixed_by_the_seed():
+    a_train, a_test = datasets.load_digits(seed=0)
+    b_train, _ = datasets.load_digits(seed=0)
+    c_train, _ = datasets.load_digits(seed=1)
+    assert np.array_equal(a_train, b_train)
+    assert not np.array_equal(a_train, c_train)
+    with pytest.raises(InputError, match="the seed must be a non-negative integer, got -1"):
+        datasets.load_digits(seed=-1)

@@ -246,6 +246,14 @@ def describe_data(cfg: dict[str, Any]) -> dict[str, Any]:
         else:
             cfg["limits"] = _limits(datasets.sample_toy(name, cfg["n_train"], cfg["seed"]))
         return cfg
+    if name in datasets.REAL_DATASETS:
+        if cfg["context_dims"]:
+            raise InputError(
+                f"--context-dims applies to a data file; the built-in set {name} has no conditions"
+            )
+        train, test = load_data(cfg)
+        cfg["n_train"], cfg["n_test"] = int(train.shape[0]), int(test.shape[0])
+        return _describe_columns(cfg, train)
     if name in simulators.CONDITIONAL_DATASETS:
         if cfg["context_dims"] not in (0, simulators.X_DIM):
             raise InputError(
@@ -257,7 +265,7 @@ def describe_data(cfg: dict[str, Any]) -> dict[str, Any]:
         return _describe_columns(cfg, load_data(cfg)[0])
     path = Path(name).expanduser()
     if path.suffix.lower() not in (".npy", ".csv") and not path.exists():
-        choices = datasets.TOY_DATASETS + simulators.CONDITIONAL_DATASETS
+        choices = datasets.TOY_DATASETS + datasets.REAL_DATASETS + simulators.CONDITIONAL_DATASETS
         raise InputError(
             f"unknown data set {name!r}: choose one of {', '.join(choices)} or give a .npy "
             "or .csv file"
@@ -292,8 +300,9 @@ def _describe_columns(cfg: dict[str, Any], train: np.ndarray) -> dict[str, Any]:
     cfg["context_standardize"] = None if context is None else _standardisation(context)
     cfg["base_scale"] = BASE_SCALE_FILE
     cfg["limits"] = _limits(points) if cfg["dim"] == 2 else None
-    low, high = points.min(axis=0), points.max(axis=0)  # `ffjord sample` keeps draws in it
-    cfg["data_range"] = {"low": low.tolist(), "high": high.tolist()}
+    if context is not None:  # `ffjord sample` keeps a posterior's draws in this box
+        low, high = points.min(axis=0), points.max(axis=0)
+        cfg["data_range"] = {"low": low.tolist(), "high": high.tolist()}
     return cfg
 
 
@@ -319,6 +328,8 @@ def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         train = datasets.sample_toy(name, cfg["n_train"], cfg["seed"])
         test = datasets.sample_toy(name, cfg["n_test"], cfg["seed"] + TEST_SEED_OFFSET)
         return train, test
+    if name in datasets.REAL_DATASETS:
+        return datasets.load_digits(cfg["seed"])
     if name in simulators.CONDITIONAL_DATASETS:  # rows: parameters, then observations
         pairs = (
             simulators.simulate(cfg["n_train"], cfg["seed"]),

@@ -65,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--data",
         help="moons (default), circles, 8gaussians, pinwheel, 2spirals, checkerboard, rings, "
-        "arcs (a simulator: parameters given observations), or FILE.npy / FILE.csv (with no "
-        "other option, the settings are chosen from the file's size and dimension)",
+        "digits (8x8 images, 64-D), arcs (a simulator: parameters given observations), or "
+        "FILE.npy / FILE.csv (with no other option, the settings are chosen from the file's "
+        "size and dimension)",
     )
     t.add_argument(
         "--context-dims",
@@ -148,8 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--keep-outside",
         action="store_true",
-        help="keep draws outside the training data's range (a run trained on a file or "
-        "simulator redraws them by default, as sbi rejects draws outside the prior)",
+        help="keep draws outside the training data's range (a conditional run redraws them "
+        "by default, as sbi rejects posterior draws outside the prior)",
     )
     s.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
@@ -366,6 +367,15 @@ def draw_figures(
             )
             written.append(figures / "conditional.png")
         return written
+    if cfg["data"] in datasets.REAL_DATASETS:  # digits: 8x8 images
+        samples = transform(model.bijector, base_samples(model, state, IMAGES_SHOWN))
+        plotting.plot_images(
+            figures / "samples.png",
+            [("training data", train[:IMAGES_SHOWN]), ("model samples", samples)],
+            shape=(8, 8),
+            title=f"digits: data and model samples, epoch {shown}",
+        )
+        written.append(figures / "samples.png")
     if cfg["dim"] == 1:
         samples = transform(model.bijector, base_samples(model, state, 8192))
         lo, hi = np.percentile(train, [0.5, 99.5])
@@ -420,6 +430,7 @@ def draw_figures(
     return written
 
 
+IMAGES_SHOWN = 32
 CONDITIONS_SHOWN = 4
 SAMPLES_SHOWN = 2000
 
@@ -563,7 +574,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run, cfg, _, model = _open_model(args.run)
     conditions = _read_conditions(args.context, run, cfg)
     key = jax.random.key(args.seed)
-    box = cfg.get("data_range")  # files and simulators (runs made before it have none)
+    box = cfg.get("data_range")  # conditional runs (runs made before it have none)
     if box is None or args.keep_outside:
         samples = _draw(model, cfg, conditions, args.n, key)
     else:

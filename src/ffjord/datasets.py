@@ -57,8 +57,10 @@ import numpy.typing as npt
 from ffjord._errors import InputError
 
 __all__ = [
+    "REAL_DATASETS",
     "TOY_DATASETS",
     "load_array",
+    "load_digits",
     "sample_toy",
     "split_holdout",
     "toy_entropy",
@@ -75,6 +77,9 @@ TOY_DATASETS: tuple[str, ...] = (
     "checkerboard",
     "rings",
 )
+
+REAL_DATASETS: tuple[str, ...] = ("digits",)
+"""Built-in real data sets, with a fixed train/test split (see [`load_digits`][])."""
 
 FloatArray = npt.NDArray[np.floating[Any]]
 F32 = npt.NDArray[np.float32]
@@ -797,3 +802,47 @@ def split_holdout(
     n_test = min(max(math.ceil(fraction * n - 1e-9), 1), n - 1)
     perm = np.random.default_rng(seed).permutation(n)
     return arr[perm[: n - n_test]], arr[perm[n - n_test :]]
+
+
+# --------------------------------------------------------------------------------------
+# Real data.
+
+DIGITS_TRAIN = 1500  # of scikit-learn's 1,797 digits; the other 297 are held out
+
+
+def load_digits(seed: int = 0) -> tuple[F32, F32]:
+    """scikit-learn's 8x8 handwritten digits as 64-D points, uniformly dequantised.
+
+    Each image's 64 pixel counts ``x`` (integers 0..16) become ``(x + u) / 17`` with
+    ``u ~ Uniform[0, 1)`` drawn once per pixel, so the points have a density on
+    ``[0, 1)^64``; a model's density there is a lower bound on the discrete data's
+    probability (``log P(x) >= log p((x + u)/17) - 64 log 17`` in expectation). The
+    rows are shuffled and split into 1,500 training and 297 held-out points. Shuffle
+    and noise come from ``numpy.random.default_rng(seed)``: the same seed gives the
+    same arrays. Needs scikit-learn (its copy of the data ships with it).
+
+    Returns:
+        ``(train, test)``, float32 arrays of shapes ``(1500, 64)`` and ``(297, 64)``.
+
+    Example:
+        >>> train, test = load_digits(seed=0)
+        >>> train.shape, test.shape, train.dtype
+        ((1500, 64), (297, 64), dtype('float32'))
+        >>> bool(train.min() >= 0.0 and train.max() < 1.0)
+        True
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError(f"the seed must be a non-negative integer, got {seed!r}")
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as err:
+        raise InputError(
+            "the digits data set needs scikit-learn: pip install scikit-learn"
+        ) from err
+    images, _ = sklearn_digits(return_X_y=True)
+    counts = np.asarray(images, dtype=np.float64)  # (1797, 64), integers 0..16
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(counts.shape[0])
+    points = (counts[order] + rng.random(counts.shape)) / 17.0
+    points = points.astype(np.float32)
+    return points[:DIGITS_TRAIN], points[DIGITS_TRAIN:]

@@ -56,6 +56,7 @@ __all__ = [
     "plot_density",
     "plot_flow_panels",
     "plot_histogram_1d",
+    "plot_images",
 ]
 
 Limits = tuple[float, float, float, float]
@@ -618,6 +619,57 @@ def plot_conditional(
         _style_axes(top, lims, f"{label}\n{reference_label}", axis_names)
         _scatter(bottom, model, size=2.0, alpha=0.35)
         _style_axes(bottom, lims, f"{label}\nmodel samples", axis_names)
+    if title:
+        fig.suptitle(title)
+    _save_figure(fig, path, fmt)
+
+
+def plot_images(
+    path: PathLike,
+    rows: Sequence[tuple[str, np.ndarray]],
+    *,
+    shape: tuple[int, int],
+    value_range: tuple[float, float] = (0.0, 1.0),
+    title: str | None = None,
+) -> None:
+    """Points drawn as small grey images: one block per row of ``rows``, each
+    ``(label, points (n, h * w))`` with ``shape = (h, w)``, all on the same fixed
+    ``value_range`` (values beyond it are clipped), so data and model samples compare at
+    a glance.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> rows = [("data", rng.random((16, 64))), ("model samples", rng.random((16, 64)))]
+        >>> plot_images("digits.png", rows, shape=(8, 8))  # doctest: +SKIP
+    """
+    fmt = _figure_format(path)
+    h, w = shape
+    if not rows:
+        raise InputError("plot_images needs at least one row")
+    low, high = float(value_range[0]), float(value_range[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InputError(f"value_range must be two finite numbers, low < high, got {value_range}")
+    blocks = []
+    for label, points in rows:
+        arr = np.asarray(points, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != h * w or arr.shape[0] == 0:
+            raise InputError(
+                f"plot_images: {label!r} must have shape (n, {h * w}) with n >= 1, got {arr.shape}"
+            )
+        blocks.append((str(label), np.nan_to_num(arr, nan=low).reshape(-1, h, w)))
+    per_row = max(len(images) for _, images in blocks)
+    columns = min(per_row, 16)
+    lines = [math.ceil(len(images) / columns) for _, images in blocks]
+    fig = _new_figure((0.6 * columns + 0.4, 0.6 * sum(lines) + 0.5 * len(blocks) + 0.4))
+    grid = fig.add_gridspec(len(blocks), 1, height_ratios=lines)
+    for i_block, ((label, images), n_lines) in enumerate(zip(blocks, lines, strict=True)):
+        spec = grid[i_block, 0]
+        axes = spec.subgridspec(n_lines, columns, wspace=0.05, hspace=0.05).subplots(squeeze=False)
+        for i, ax in enumerate(axes.ravel()):
+            ax.set_axis_off()
+            if i < len(images):
+                ax.imshow(images[i], cmap="gray_r", vmin=low, vmax=high, interpolation="nearest")
+        axes[0, 0].set_title(label, loc="left", fontsize=10)
     if title:
         fig.suptitle(title)
     _save_figure(fig, path, fmt)
