@@ -34,6 +34,7 @@ CLI_NAMES = Names(  # the engine's options as the command line calls them, for m
     batch_size="--batch-size",
     validation="--validation",
     patience="--patience",
+    devices="--devices",
 )
 
 # The tutorial: moons, 4 blocks of MLP(8, 3), Dopri5 rtol 1e-3 atol 1e-5, Adam 1e-2, 40 epochs.

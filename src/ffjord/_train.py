@@ -28,7 +28,7 @@ from ._keys import key_bits
 from ._objectives import AbstractObjective, ReverseKL
 from ._run import FORMAT_VERSION, RunDir, Snapshotter
 from ._spec import describe
-from ._trainer import Trainer, TrainState, check_data, check_progress
+from ._trainer import Trainer, TrainState, check_data, check_progress, resolve_devices
 from ._version import __version__
 
 
@@ -42,6 +42,7 @@ class Names:
     batch_size: str = "batch_size"
     validation: str = "validation"
     patience: str = "patience"
+    devices: str = "devices"
 
 
 @dataclasses.dataclass
@@ -162,6 +163,7 @@ def run_training(
     patience: int | None = None,
     run_dir=None,
     resume: bool = False,
+    devices: Any = None,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
     settings: dict[str, Any] | None = None,
@@ -173,6 +175,7 @@ def run_training(
     started = time.perf_counter() if started is None else started
     epochs = _positive_int(epochs, names.epochs)
     validation, patience = check_validation(validation, patience, names)
+    devices = resolve_devices(devices, batch_size, names.devices)
     if resume and run_dir is None:
         raise InputError(f"{names.resume} continues a run directory: give {names.run_dir}")
     train = check_data(data, "data", dist.dim)
@@ -207,6 +210,7 @@ def run_training(
         batch_size=batch_size,
         optimizer=optimizer,
         learning_rate=learning_rate,
+        devices=devices,
     )
     if train.shape[0] < batch_size:
         raise InputError(
@@ -386,6 +390,7 @@ def fit(
     patience: int | None = None,
     run_dir=None,
     resume: bool = False,
+    devices: Any = None,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
 ) -> tuple[TransformedDistribution, list[dict]]:
@@ -412,6 +417,10 @@ def fit(
       standard deviation by a fixed `StandardizedContext` that becomes part of the
       returned model (unless `dist` has one already), so `log_prob(y, context=c)` and
       `sample(key, (n,), context=c)` take raw conditions.
+    - `devices`: data parallelism: an integer N (the first N of `jax.devices()`) or a
+      list of devices. Every batch is split over them (`batch_size` a multiple of N),
+      parameters are replicated and XLA sums the gradients; the losses are one
+      device's up to floating-point rounding.
 
     Only the bijector's arrays are trained (the base and `Affine` maps stay fixed).
 
@@ -435,6 +444,7 @@ def fit(
         patience=patience,
         run_dir=run_dir,
         resume=resume,
+        devices=devices,
         callback=callback,
         show_progress=show_progress,
     )

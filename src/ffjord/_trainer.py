@@ -127,6 +127,55 @@ def check_data(data, name: str, dim: int | None, rows: int | None = None) -> np.
     return arr
 
 
+def resolve_devices(devices: Any, batch_size: int, name: str = "devices") -> list[Any] | None:
+    """The devices a batch is split over: None (one device, no mesh) for ``None`` or 1, the
+    first N of ``jax.devices()`` for an integer N, or the given devices; one-line errors
+    for anything else, or for a batch that does not split evenly.
+
+    Example:
+        >>> resolve_devices(None, 256) is None
+        True
+    """
+    if devices is None:
+        return None
+    available = jax.devices()
+    if isinstance(devices, int | np.integer) and not isinstance(devices, bool):
+        if devices < 1:
+            raise InputError(f"{name} must be at least 1, got {devices}")
+        if devices > len(available):
+            platform = available[0].platform
+            hint = (
+                f"; start with XLA_FLAGS=--xla_force_host_platform_device_count={devices} "
+                "for that many CPU devices"
+                if platform == "cpu"
+                else ""
+            )
+            raise InputError(
+                f"{name} {devices}: JAX sees only {len(available)} {platform} device(s){hint}"
+            )
+        chosen = available[: int(devices)]
+    elif (
+        isinstance(devices, list | tuple)
+        and devices
+        and all(isinstance(d, jax.Device) for d in devices)
+    ):
+        chosen = list(devices)
+        if len({d.id for d in chosen}) != len(chosen):
+            raise InputError(f"{name} lists a device more than once")
+    else:
+        raise InputError(
+            f"{name} must be a positive integer or a list of jax devices, got {devices!r}"
+        )
+    if len(chosen) == 1:
+        return None if chosen[0] == available[0] else chosen
+    if batch_size % len(chosen):
+        raise InputError(
+            f"a batch of {batch_size} does not split evenly over {len(chosen)} devices; "
+            f"give a batch size that is a multiple of {len(chosen)}"
+        )
+    return chosen
+
+
 class Trainer:
     """The compiled pieces of training a `TransformedDistribution` under an objective.
 
@@ -134,6 +183,12 @@ class Trainer:
     is one compiled `lax.scan` over its shuffled full batches (static shapes: epochs
     after the first reuse the program); evaluation is the exact log-likelihood in
     fixed-size chunks.
+
+    With `devices` (several), every batch is split over them along a one-axis mesh
+    (`jax.sharding.NamedSharding`, an `AxisType.Auto` axis) and the parameters and
+    optimiser state are replicated: XLA partitions the compiled epoch and sums the
+    gradients across devices. The ODE solves of a batch share their adaptive steps, so
+    the numbers are one device's up to the order of floating-point sums.
     """
 
     def __init__(
@@ -145,6 +200,7 @@ class Trainer:
         optimizer: optax.GradientTransformation | None = None,
         learning_rate: float = 1e-2,
         eval_batch_size: int = 1024,
+        devices: Any = None,
     ):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -168,6 +224,14 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.optimizer = optimizer
         self.filter_spec = trainable(dist)
+        self.devices = resolve_devices(devices, batch_size)
+        self._batches_on = self._state_on = None
+        if self.devices is not None:
+            from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+            mesh = Mesh(np.asarray(self.devices), ("batch",), axis_types=(AxisType.Auto,))
+            self._batches_on = NamedSharding(mesh, PartitionSpec(None, "batch"))
+            self._state_on = NamedSharding(mesh, PartitionSpec())
         self.num_traces = {"epoch": 0, "eval": 0}
         self._epoch_fn = eqx.filter_jit(self._epoch)
         self._eval_fn = eqx.filter_jit(self._log_prob_chunk)
@@ -250,7 +314,8 @@ class Trainer:
         used = order[: n_batches * self.batch_size]  # drop the last partial batch
 
         def batched(a: np.ndarray) -> Array:
-            return jnp.asarray(a[used].reshape(n_batches, self.batch_size, a.shape[1]))
+            rows = a[used].reshape(n_batches, self.batch_size, a.shape[1])
+            return jnp.asarray(rows) if self._batches_on is None else self._put(rows)
 
         return batched(data), None if context is None else batched(context)
 
@@ -271,6 +336,7 @@ class Trainer:
         """
         batches, contexts = self._epoch_batches(state, data, context)
         n = batches.shape[0]
+        state = self.place(state)
         prepared = self._prepare(state, batches, contexts, n)
         self._epoch_fn.lower(state, batches, contexts, n, prepared).compile()
         if meanwhile is None:
@@ -310,8 +376,19 @@ class Trainer:
         keys = _step_keys(state.key, state.epoch, num_steps)
         return self.objective.prepare(self.model(state), batches, contexts, keys)
 
+    def place(self, state: TrainState) -> TrainState:
+        """The state where the epoch wants it: replicated over the devices (if several)."""
+        if self._state_on is None:
+            return state
+        return jax.device_put(state, self._state_on)
+
+    def _put(self, rows: np.ndarray) -> Array:
+        """Batches `(n_batches, batch, ...)` split over the devices along the batch axis."""
+        return jax.device_put(rows, self._batches_on)
+
     def _run(self, state, batches, contexts, num_steps: int) -> tuple[TrainState, dict]:
         start = time.perf_counter()
+        state = self.place(state)
         prepared = self._prepare(state, batches, contexts, num_steps)
         new_state, outputs = self._epoch_fn(state, batches, contexts, num_steps, prepared)
         losses, ok, nfe, steps, metrics = jax.device_get(outputs)
@@ -329,6 +406,7 @@ class Trainer:
             "nfe": float(np.mean(nfe)),
             "solver_steps": float(np.mean(steps)),
             "rejected_steps": int(len(ok) - n_ok),
+            "devices": 1 if self.devices is None else len(self.devices),
         }
         if len(metrics) > 1:  # the parts of a composite loss (e.g. RNODE's)
             record.update({f"train_{name}": mean_ok(v) for name, v in metrics.items()})

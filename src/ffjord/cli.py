@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         "--patience", type=int, help="stop after N epochs without a better validation NLL"
     )
     t.add_argument("--adjoint", choices=ADJOINTS, help="gradients: backprop (default) or backsolve")
+    t.add_argument(
+        "--devices",
+        type=int,
+        help="split every batch over the first N of JAX's devices (data parallel; default 1; "
+        "a resumed run may use another number)",
+    )
     t.add_argument("--seed", type=int, help="seed of data, initialisation and shuffles (0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures")
@@ -279,6 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             patience=cfg["patience"],
             run_dir=run.path,
             resume=args.resume,
+            devices=args.devices,
             show_progress=not args.quiet,
             settings=cfg,
             names=CLI_NAMES,
