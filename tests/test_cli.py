@@ -141,3 +141,22 @@ def test_digits_train_with_the_documented_split_and_image_figure(tmp_path, capsy
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (7, 64) and np.all(np.isfinite(samples))
     assert "data_range" not in cfg  # unconditional: draws are not kept to a 64-D box
+
+
+def test_settings_chosen_for_64_dimensional_data():
+    from ffjord._settings import new_settings
+
+    cfg = new_settings({"data": "digits", "seed": 0})
+    assert (cfg["hidden"], cfg["weight_decay"], cfg["trace"], cfg["layers"]) == (
+        128,
+        1.0,
+        "exact",
+        3,
+    )
+    assert {"hidden", "weight_decay", "trace"} <= set(cfg["chosen_for_data"])
+    deep = new_settings({"data": "digits", "seed": 0, "layers": 5})  # no closed-form trace
+    assert deep["trace"] == "hutchinson" and "trace" in deep["chosen_for_data"]
+    asked = new_settings({"data": "digits", "seed": 0, "layers": 5, "trace": "exact"})
+    assert asked["trace"] == "exact" and "trace" not in asked["chosen_for_data"]
+    arcs = new_settings({"data": "arcs", "seed": 0})  # 2 data columns
+    assert (arcs["hidden"], arcs["weight_decay"], arcs["trace"]) == (64, 0.1, "exact")

@@ -39,11 +39,9 @@ def test_two_devices_give_one_devices_losses():
                 jax.random.key(1), model(), x, test_data=t, epochs=2, batch_size=128,
                 validation=0.1, devices=devices, show_progress=False,
             )
-            leaf = jax.tree.leaves(dist.bijector)[0]
             rows[str(devices)] = {
                 "losses": [[r["train_loss"], r["test_nll"], r["validation_nll"]] for r in history],
                 "devices": [r["devices"] for r in history],
-                "placed_on": len(leaf.sharding.device_set),
             }
         print(json.dumps(rows))
         """
@@ -51,7 +49,6 @@ def test_two_devices_give_one_devices_losses():
     rows = json.loads(out.strip().splitlines()[-1])
     one, two = rows["None"], rows["2"]
     assert one["devices"] == [1, 1] and two["devices"] == [2, 2]
-    assert two["placed_on"] == 2  # the trained parameters are replicated on both devices
     for a, b in zip(one["losses"], two["losses"], strict=True):
         assert a == pytest.approx(b, abs=1e-4)  # nats: rounding of the sums only
     assert one["losses"][0] != pytest.approx(one["losses"][1], abs=1e-3)  # it did train

@@ -22,6 +22,7 @@ import optax
 from jaxtyping import PRNGKeyArray
 
 from ._bijector import StandardizedContext
+from ._distributed import Watchdog
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._keys import key_bits
@@ -113,6 +114,14 @@ def _differences(saved: dict[str, Any], config: dict[str, Any], names: Names) ->
                 what = f"{name} {config.get(name)!r} differs from the run's {saved.get(name)!r}"
             return f"{what}; a resumed run keeps its own settings (only {names.epochs} may change)"
     return None
+
+
+def every_process_checked(name: str) -> None:
+    """A barrier: with several processes, none goes on (to write) before all have checked."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def check_context_width(dist: TransformedDistribution, width: int) -> None:
@@ -268,23 +277,28 @@ def run_training(
                 )
         # Every input is checked: only now create the run or record a new epoch count, so
         # a refused call leaves no half-made directory and changes nothing in a run.
-        if saved is None or saved.get("epochs") != epochs:
-            run.path.mkdir(parents=True, exist_ok=True)
-            run.write_config(config)
-        run.remove_stale_temps()
         history = run.read_metrics(int(state.epoch))
-        run.write_metrics(history)
+        every_process_checked("run directory checked")
+        if jax.process_index() == 0:  # the one process that writes
+            if saved is None or saved.get("epochs") != epochs:
+                run.path.mkdir(parents=True, exist_ok=True)
+                run.write_config(config)
+            run.remove_stale_temps()
+            run.write_metrics(history)
+        else:
+            run = None
 
     def finished(state: TrainState) -> bool:
         stopped = patience is not None and int(state.bad_epochs) >= patience
         return int(state.epoch) >= epochs or stopped
 
     if not finished(state):
-        state = _loop(
-            trainer, state, train, ctx, test, test_ctx, val, val_ctx, run, history,
-            epochs=epochs, callback=callback, show_progress=show_progress,
-            started=started, finished=finished,
-        )  # fmt: skip
+        with Watchdog():
+            state = _loop(
+                trainer, state, train, ctx, test, test_ctx, val, val_ctx, run, history,
+                epochs=epochs, callback=callback, show_progress=show_progress and
+                jax.process_index() == 0, started=started, finished=finished,
+            )  # fmt: skip
     return Training(trainer.kept_model(state), history, trainer, state)
 
 

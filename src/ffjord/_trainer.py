@@ -136,9 +136,11 @@ def resolve_devices(devices: Any, batch_size: int, name: str = "devices") -> lis
         >>> resolve_devices(None, 256) is None
         True
     """
+    available = jax.devices()  # with several processes: all of theirs
     if devices is None:
-        return None
-    available = jax.devices()
+        if jax.process_count() == 1:
+            return None
+        devices = len(available)
     if isinstance(devices, int | np.integer) and not isinstance(devices, bool):
         if devices < 1:
             raise InputError(f"{name} must be at least 1, got {devices}")
@@ -174,6 +176,18 @@ def resolve_devices(devices: Any, batch_size: int, name: str = "devices") -> lis
             f"give a batch size that is a multiple of {len(chosen)}"
         )
     return chosen
+
+
+def local_copy(tree: Any) -> Any:
+    """Replicated arrays as this process' copy on its first device: what evaluation,
+    sampling and checkpoints use (they run on one process' devices)."""
+
+    def local(leaf):
+        if isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1:
+            return leaf.addressable_data(0)
+        return leaf
+
+    return jax.tree.map(local, tree)
 
 
 class Trainer:
@@ -254,15 +268,15 @@ class Trainer:
         )
 
     def model(self, state: TrainState) -> TransformedDistribution:
-        """The distribution with the state's current parameters."""
+        """The distribution with the state's current parameters (this process' copy)."""
         _, static = eqx.partition(self.dist, self.filter_spec)
-        return eqx.combine(state.params, static)
+        return eqx.combine(local_copy(state.params), static)
 
     def kept_model(self, state: TrainState) -> TransformedDistribution:
         """The distribution with the parameters the run keeps (`TrainState.kept_epoch`)."""
         _, static = eqx.partition(self.dist, self.filter_spec)
         params = state.best_params if int(state.best_epoch) > 0 else state.params
-        return eqx.combine(params, static)
+        return eqx.combine(local_copy(params), static)
 
     # One epoch -----------------------------------------------------------------------------
 
@@ -377,21 +391,35 @@ class Trainer:
         return self.objective.prepare(self.model(state), batches, contexts, keys)
 
     def place(self, state: TrainState) -> TrainState:
-        """The state where the epoch wants it: replicated over the devices (if several)."""
-        if self._state_on is None:
+        """The state where the epoch wants it: replicated over the devices (if several).
+
+        Every process holds the same state, so each fills in its own devices' copies
+        (`jax.make_array_from_callback`); arrays already placed stay as they are."""
+        on = self._state_on
+        if on is None:
             return state
-        return jax.device_put(state, self._state_on)
+
+        def put(leaf):
+            if not isinstance(leaf, jax.Array) or leaf.sharding == on:
+                return leaf
+            host = np.asarray(leaf)
+            return jax.make_array_from_callback(host.shape, on, lambda index: host[index])
+
+        return jax.tree.map(put, state)
 
     def _put(self, rows: np.ndarray) -> Array:
-        """Batches `(n_batches, batch, ...)` split over the devices along the batch axis."""
-        return jax.device_put(rows, self._batches_on)
+        """Batches `(n_batches, batch, ...)` split over the devices along the batch axis:
+        every process feeds its own devices' share of every batch."""
+        on = self._batches_on
+        assert on is not None  # only called with several devices
+        return jax.make_array_from_callback(rows.shape, on, lambda index: rows[index])
 
     def _run(self, state, batches, contexts, num_steps: int) -> tuple[TrainState, dict]:
         start = time.perf_counter()
         state = self.place(state)
         prepared = self._prepare(state, batches, contexts, num_steps)
         new_state, outputs = self._epoch_fn(state, batches, contexts, num_steps, prepared)
-        losses, ok, nfe, steps, metrics = jax.device_get(outputs)
+        losses, ok, nfe, steps, metrics = jax.device_get(local_copy(outputs))
         seconds = time.perf_counter() - start
         n_ok = int(np.sum(ok))
 

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 
 from . import datasets, simulators
+from ._distributed import start as start_processes
+from ._distributed import stop_all
 from ._errors import InputError
 from ._io import atomic_write
 from ._run import SNAPSHOT_SAMPLES, RunDir, base_grid, base_samples, open_run
@@ -129,6 +131,14 @@ def _parser() -> argparse.ArgumentParser:
         help="split every batch over the first N of JAX's devices (data parallel; default 1; "
         "a resumed run may use another number)",
     )
+    t.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="train with several processes (one per host): process 0's address, the same "
+        "for every process",
+    )
+    t.add_argument("--num-processes", type=int, metavar="P", help="how many processes train")
+    t.add_argument("--process-id", type=int, metavar="I", help="this process' number, 0..P-1")
     t.add_argument("--seed", type=int, help="seed of data, initialisation and shuffles (0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures")
@@ -262,6 +272,7 @@ def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    start_processes(args.coordinator, args.num_processes, args.process_id)
     run = RunDir(args.out)
     cfg = _resume_config(run, args) if args.resume else _new_config(args)
     started = time.perf_counter()
@@ -303,7 +314,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as err:
+        if jax.process_count() > 1:
+            stop_all(err)  # a lost peer: one line, and no hang in JAX's shutdown
+        raise
     history, state = result.history, result.state
+    if jax.process_index() > 0:  # process 0 writes the figures and reports
+        return 0
     if args.figures:
         draw_figures(run, cfg, result.trainer, state, train)
     best = state.kept_epoch
