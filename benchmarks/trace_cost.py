@@ -28,6 +28,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from ffjord._ffjord import _augmented_dynamics, _divergence_dynamics
 from ffjord._settings import data_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 BATCH = 256
 VARIANTS = ("exact, closed form", "exact, d JVPs", "Hutchinson")
 
@@ -99,33 +101,20 @@ def measure(dims: list[int], repeats: int) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from log_panels import plot_log_panels
 
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    dims = [r["dim"] for r in rows]
-    top = max(r[v][k] for r in rows for v in VARIANTS for k in ("forward", "gradient"))
-    bottom = min(r[v][k] for r in rows for v in VARIANTS for k in ("forward", "gradient"))
-    for ax, kind, title in zip(
-        fig.subplots(1, 2),
-        ("forward", "gradient"),
-        ("evaluation", "with parameter gradient"),
-        strict=True,
-    ):
-        for v, marker in zip(VARIANTS, "osD", strict=True):
-            ax.plot(dims, [r[v][kind] for r in rows], marker=marker, label=v)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(dims, [str(d) for d in dims])
-        ax.set_ylim(bottom / 1.5, top * 1.5)
-        ax.set_xlabel("dimension d")
-        ax.set_ylabel(f"ms per field evaluation ({BATCH} points)")
-        ax.set_title(f"dynamics with divergence: {title}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    values = [r[v][k] for r in rows for v in VARIANTS for k in ("forward", "gradient")]
+    ylim = (min(values) / 1.5, max(values) * 1.5)  # one scale for both panels
+    panels = [
+        {
+            "series": {v: [r[v][kind] for r in rows] for v in VARIANTS},
+            "ylabel": f"ms per field evaluation ({BATCH} points)",
+            "title": f"dynamics with divergence: {title}",
+            "ylim": ylim,
+        }
+        for kind, title in (("forward", "evaluation"), ("gradient", "with parameter gradient"))
+    ]
+    plot_log_panels(path, [r["dim"] for r in rows], panels, xlabel="dimension d")
 
 
 def main(argv=None) -> int:

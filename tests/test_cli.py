@@ -147,16 +147,13 @@ def test_settings_chosen_for_64_dimensional_data():
     from ffjord._settings import new_settings
 
     cfg = new_settings({"data": "digits", "seed": 0})
-    assert (cfg["hidden"], cfg["weight_decay"], cfg["trace"], cfg["layers"]) == (
-        128,
-        1.0,
-        "exact",
-        3,
-    )
-    assert {"hidden", "weight_decay", "trace"} <= set(cfg["chosen_for_data"])
+    chosen = {k: cfg[k] for k in ("hidden", "lr", "weight_decay", "trace", "layers")}
+    assert chosen == {"hidden": 128, "lr": 1e-2, "weight_decay": 1.0, "trace": "exact", "layers": 3}
+    assert {"hidden", "lr", "weight_decay", "trace"} <= set(cfg["chosen_for_data"])
     deep = new_settings({"data": "digits", "seed": 0, "layers": 5})  # no closed-form trace
     assert deep["trace"] == "hutchinson" and "trace" in deep["chosen_for_data"]
     asked = new_settings({"data": "digits", "seed": 0, "layers": 5, "trace": "exact"})
     assert asked["trace"] == "exact" and "trace" not in asked["chosen_for_data"]
     arcs = new_settings({"data": "arcs", "seed": 0})  # 2 data columns
-    assert (arcs["hidden"], arcs["weight_decay"], arcs["trace"]) == (64, 0.1, "exact")
+    chosen = {k: arcs[k] for k in ("hidden", "lr", "weight_decay", "trace")}
+    assert chosen == {"hidden": 64, "lr": 5e-3, "weight_decay": 0.1, "trace": "exact"}

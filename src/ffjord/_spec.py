@@ -36,6 +36,19 @@ ADJOINTS: dict[str, type[diffrax.AbstractAdjoint]] = {
 }
 
 
+def make_adjoint(name: str, checkpoints: int | None = None) -> diffrax.AbstractAdjoint:
+    """The adjoint called `name` in `ADJOINTS`; backpropagation keeps `checkpoints` states
+    of the solve (None: diffrax's default, one per step up to `max_steps`).
+
+    Example:
+        >>> make_adjoint("backprop", 8).checkpoints
+        8
+    """
+    if name == "backprop":
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+    return ADJOINTS[name]()
+
+
 class _Unknown(Exception):
     """A part without a description."""
 
@@ -89,7 +102,7 @@ def _bijector(b: AbstractBijector) -> dict[str, Any]:
         controller = b.stepsize_controller
         if type(controller) is not diffrax.PIDController:
             raise _Unknown(type(controller).__name__)
-        return {
+        spec = {
             "type": "FFJORD",
             "field": _field(b.field),
             "trace": _trace(b.trace),
@@ -103,6 +116,10 @@ def _bijector(b: AbstractBijector) -> dict[str, Any]:
             "adjoint": _name_of(b.adjoint, ADJOINTS),
             "per_point": b.per_point,
         }
+        checkpoints = getattr(b.adjoint, "checkpoints", None)
+        if checkpoints is not None:  # only when set: descriptions made before it still match
+            spec["checkpoints"] = int(checkpoints)
+        return spec
     raise _Unknown(type(b).__name__)
 
 
@@ -161,7 +178,7 @@ def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
             t1=spec["t1"],
             dt0=spec["dt0"],
             max_steps=spec["max_steps"],
-            adjoint=ADJOINTS[spec["adjoint"]](),
+            adjoint=make_adjoint(spec["adjoint"], spec.get("checkpoints")),
             per_point=spec["per_point"],
         )
     raise ValueError(f"unknown bijector type {kind!r}")

@@ -126,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--adjoint", choices=ADJOINTS, help="gradients: backprop (default) or backsolve")
     t.add_argument(
+        "--checkpoints",
+        type=int,
+        help="backprop: keep N states of each solve and recompute the rest (memory O(N) "
+        "instead of O(max-steps))",
+    )
+    t.add_argument(
         "--devices",
         type=int,
         help="split every batch over the first N of JAX's devices (data parallel; default 1; "
