@@ -143,12 +143,19 @@ def plot(rows: list[dict], path: Path, dim: int, hidden: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from log_panels import plot_log_panels
 
+    memory = {name: [r[name]["temp_mib"] for r in rows] for name in ADJOINTS}
+    top = max(max(v) for v in memory.values()) * 1.1
     panels = [
-        {"series": {name: [r[name][key] for r in rows] for name in ADJOINTS}, "ylabel": label}
-        for key, label in (
-            ("temp_mib", "peak temporary memory, MiB (XLA's plan)"),
-            ("seconds", "seconds per gradient"),
-        )
+        {
+            "series": memory,
+            "ylabel": "peak temporary memory, MiB (XLA's plan)",
+            "ylog": False,
+            "ylim": (0, top),
+        },
+        {
+            "series": {name: [r[name]["seconds"] for r in rows] for name in ADJOINTS},
+            "ylabel": "seconds per gradient",
+        },
     ]
     title = f"one training step: d = {dim}, {hidden} hidden units, {BATCH} points"
     plot_log_panels(

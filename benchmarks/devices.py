@@ -74,7 +74,7 @@ def shared_against_per_shard(run: str, batch: int) -> list[dict]:
     cfg = json.loads((Path(run) / "config.json").read_text())
     _, test = load_data(cfg)
     points, _ = split_columns(cfg, test)
-    x = np.asarray(points[:batch], np.float32)
+    x = np.asarray(points[: min(batch, len(points)) // 8 * 8], np.float32)  # splits in 8
     _, stats = dist.log_prob_with_stats(x)
     shared = int(np.sum(stats.num_steps))  # over the blocks
     rows = []

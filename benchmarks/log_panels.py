@@ -6,7 +6,8 @@ from pathlib import Path
 
 def plot_log_panels(path: Path, xs: list, panels: list[dict], *, xlabel: str, title: str = ""):
     """`panels`: one dict per panel, ``{"series": {label: ys}, "ylabel": ..., "title": ...,
-    "ylim": (low, high) or None}``; x on a base-2 log axis with a tick at every x."""
+    "ylim": (low, high) or None, "ylog": True}``; x on a base-2 log axis with a tick at
+    every x, y on a log axis unless ``ylog`` is False."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -16,7 +17,8 @@ def plot_log_panels(path: Path, xs: list, panels: list[dict], *, xlabel: str, ti
         for (label, ys), marker in zip(panel["series"].items(), "osD^v", strict=False):
             ax.plot(xs, ys, marker=marker, label=label)
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if panel.get("ylog", True):
+            ax.set_yscale("log")
         ax.set_xticks(xs, [str(x) for x in xs])
         if panel.get("ylim"):
             ax.set_ylim(*panel["ylim"])
