@@ -5,6 +5,7 @@ from ._bijector import Affine as Affine
 from ._bijector import Chain as Chain
 from ._bijector import SolveStats as SolveStats
 from ._bijector import StandardizedContext as StandardizedContext
+from ._bijector import UnitInterval as UnitInterval
 from ._distributions import MultivariateNormalDiag as MultivariateNormalDiag
 from ._distributions import TransformedDistribution as TransformedDistribution
 from ._errors import InputError as InputError

@@ -19,7 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ._bijector import AbstractBijector, Affine, Chain, SolveStats, StandardizedContext
+from ._bijector import (
+    AbstractBijector,
+    Affine,
+    Chain,
+    SolveStats,
+    StandardizedContext,
+    UnitInterval,
+)
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
@@ -278,10 +285,11 @@ def _split_single_block(
             f"flow matching trains a single FFJORD block, but this model has {len(blocks)}; "
             "build it with one block (--blocks 1)"
         )
-    others = [type(b).__name__ for b in parts if not isinstance(b, FFJORD | Affine)]
+    others = [type(b).__name__ for b in parts if not isinstance(b, FFJORD | Affine | UnitInterval)]
     if others:
         raise InputError(
-            "flow matching needs the maps around its FFJORD block to be fixed Affine maps, "
+            "flow matching needs the maps around its FFJORD block to be fixed maps "
+            "(Affine, UnitInterval), "
             f"got {', '.join(others)}"
         )
     i = blocks[0]

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from . import datasets, simulators
-from ._bijector import Affine, Chain, StandardizedContext
+from ._bijector import Affine, Chain, StandardizedContext, UnitInterval
 from ._distributions import MultivariateNormalDiag, TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
@@ -56,6 +56,7 @@ TUTORIAL: dict[str, Any] = {
     "max_steps": 1000,
     "adjoint": "backprop",
     "checkpoints": None,
+    "logit": 0.0,
     "objective": "likelihood",
     "coupling": "independent",
     "kinetic": 0.0,
@@ -126,6 +127,9 @@ def validate_options(cfg: dict[str, Any]) -> None:
     ):
         if cfg[name] not in choices:
             raise InputError(f"unknown {name} {cfg[name]!r}; choose one of: {', '.join(choices)}")
+    logit = cfg.get("logit", 0.0)  # runs made before it have none
+    if isinstance(logit, bool) or not isinstance(logit, int | float) or not 0 <= logit < 0.5:
+        raise InputError(f"--logit must be a number in [0, 0.5) (0: off), got {logit!r}")
     for name in ("kinetic", "jacobian_frobenius", "weight_decay"):
         value = cfg.get(name, 0.0)  # runs made before weight decay have none
         ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -149,7 +153,9 @@ def validate_options(cfg: dict[str, Any]) -> None:
         )
 
 
-def data_defaults(n_train: int, dim: int, context_dims: int) -> dict[str, Any]:
+def data_defaults(
+    n_train: int, dim: int, context_dims: int, in_unit_cube: bool = False
+) -> dict[str, Any]:
     """The settings `ffjord train --data FILE` chooses for `n_train` rows of `dim` data
     columns and `context_dims` condition columns (measured: docs/DEFAULTS.md).
 
@@ -158,7 +164,9 @@ def data_defaults(n_train: int, dim: int, context_dims: int) -> dict[str, Any]:
     batches of 256 (fewer for small files), AdamW with cosine decay over about 2,500
     steps, and early stopping: 10% of the rows choose the best epoch, patience 20 epochs.
     Up to 16 data columns: 64 units, learning rate 5e-3, weight decay 0.1; beyond: 128
-    units, learning rate 1e-2, weight decay 1.0 (measured on 64-D digits).
+    units, learning rate 1e-2, weight decay 1.0 (measured on 64-D digits). Data whose
+    values all lie in [0, 1] (`in_unit_cube`: pixels, proportions) are modelled in logit
+    space (`UnitInterval` with alpha 0.01).
 
     Example:
         >>> data_defaults(9000, 2, 2)["trace"]
@@ -183,9 +191,11 @@ def data_defaults(n_train: int, dim: int, context_dims: int) -> dict[str, Any]:
         "weight_decay": 0.1 if dim <= WIDE_ABOVE else 1.0,
         "validation": validation,
         "patience": 20,
+        "logit": LOGIT_ALPHA if in_unit_cube else 0.0,
     }
 
 
+LOGIT_ALPHA = 0.01  # data in [0, 1]: modelled as logit(alpha + (1 - 2 alpha) x)
 DEFAULT_STEPS = 2500  # optimiser steps `data_defaults` plans for (early stopping may end sooner)
 WIDE_ABOVE = 16  # data columns beyond which the field is wider and more regularised
 JVP_TRACE_UP_TO = 16  # a field without a closed-form trace (> 3 layers): exact up to this d
@@ -212,7 +222,9 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
     describe_data(cfg)
     chosen: dict[str, Any] = {}
     if cfg["data"] not in datasets.TOY_DATASETS:
-        chosen = data_defaults(cfg["n_train"], cfg["dim"], cfg["context_dims"])
+        chosen = data_defaults(
+            cfg["n_train"], cfg["dim"], cfg["context_dims"], cfg.get("in_unit_cube", False)
+        )
     objective = given.get("objective", chosen.get("objective", TUTORIAL["objective"]))
     for other, options in OBJECTIVE_OPTIONS.items():
         for name in options:
@@ -230,6 +242,15 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
         chosen["trace"] = cfg["trace"] = "hutchinson"  # no closed form: exact costs d JVPs
     cfg["chosen_for_data"] = sorted(k for k, v in chosen.items() if cfg[k] == v and k not in given)
     validate_options(cfg)
+    if cfg["logit"]:
+        if not cfg.get("in_unit_cube"):
+            span = cfg.get("value_range")
+            reach = f" (they span {span[0]:.4g}..{span[1]:.4g})" if span else ""
+            raise InputError(
+                f"--logit {cfg['logit']:g} models data in [0, 1], but the training data are "
+                f"not all within it{reach}; leave --logit out"
+            )
+        describe_data(cfg)  # standardise the logits instead
     return cfg
 
 
@@ -308,14 +329,24 @@ def _standardisation(columns: np.ndarray) -> dict[str, list[float]]:
     return {"shift": [float(v) for v in columns.mean(axis=0)], "scale": [float(v) for v in std]}
 
 
+def logits(points: np.ndarray, alpha: float) -> np.ndarray:
+    """`UnitInterval`'s inverse map: ``logit(alpha + (1 - 2 alpha) x)``, in float64."""
+    u = alpha + (1 - 2 * alpha) * np.asarray(points, np.float64)
+    return np.log(u) - np.log1p(-u)
+
+
 def _describe_columns(cfg: dict[str, Any], train: np.ndarray) -> dict[str, Any]:
     """Dimension, standardisations and plot limits of a file's (or simulator's) rows."""
     points, context = split_columns(cfg, train, dim=train.shape[1] - cfg["context_dims"])
     cfg["dim"] = int(points.shape[1])
-    cfg["standardize"] = _standardisation(points)
+    logit = cfg.get("logit", 0.0)  # modelled in logit space: standardise the logits
+    cfg["standardize"] = _standardisation(logits(points, logit) if logit else points)
     cfg["context_standardize"] = None if context is None else _standardisation(context)
     cfg["base_scale"] = BASE_SCALE_FILE
     cfg["limits"] = _limits(points) if cfg["dim"] == 2 else None
+    low, high = float(points.min()), float(points.max())
+    cfg["in_unit_cube"] = low >= 0.0 and high <= 1.0  # `data_defaults` may choose logits
+    cfg["value_range"] = [low, high]
     if context is not None:  # `ffjord sample` keeps a posterior's draws in this box
         low, high = points.min(axis=0), points.max(axis=0)
         cfg["data_range"] = {"low": low.tolist(), "high": high.tolist()}
@@ -412,6 +443,8 @@ def build_model(cfg: dict[str, Any]) -> TransformedDistribution:
         shift = jnp.asarray(cfg["standardize"]["shift"], jnp.float32)
         scale = jnp.asarray(cfg["standardize"]["scale"], jnp.float32)
         bijector = Chain([bijector, Affine(shift, scale)])
+    if cfg.get("logit"):  # runs made before it have none
+        bijector = Chain([bijector, UnitInterval(dim, alpha=cfg["logit"])])
     if cfg.get("context_standardize"):
         shift = jnp.asarray(cfg["context_standardize"]["shift"], jnp.float32)
         scale = jnp.asarray(cfg["context_standardize"]["scale"], jnp.float32)

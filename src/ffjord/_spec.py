@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._bijector import AbstractBijector, Affine, Chain, StandardizedContext
+from ._bijector import AbstractBijector, Affine, Chain, StandardizedContext, UnitInterval
 from ._distributions import MultivariateNormalDiag, TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
@@ -91,6 +91,8 @@ def _bijector(b: AbstractBijector) -> dict[str, Any]:
         return {"type": "Chain", "bijectors": [_bijector(inner) for inner in b.bijectors]}
     if type(b) is Affine:
         return {"type": "Affine", "shift": _floats(b.shift), "scale": _floats(b.scale)}
+    if type(b) is UnitInterval:
+        return {"type": "UnitInterval", "dim": b.dim, "alpha": b.alpha}
     if type(b) is StandardizedContext:
         return {
             "type": "StandardizedContext",
@@ -147,6 +149,8 @@ def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
         return Chain([_build_bijector(s, k) for s, k in zip(spec["bijectors"], keys, strict=True)])
     if kind == "Affine":
         return Affine(jnp.asarray(spec["shift"]), jnp.asarray(spec["scale"]))
+    if kind == "UnitInterval":
+        return UnitInterval(spec["dim"], alpha=spec["alpha"])
     if kind == "StandardizedContext":
         inner = _build_bijector(spec["bijector"], key)
         return StandardizedContext(inner, jnp.asarray(spec["shift"]), jnp.asarray(spec["scale"]))

@@ -126,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--adjoint", choices=ADJOINTS, help="gradients: backprop (default) or backsolve")
     t.add_argument(
+        "--logit",
+        type=float,
+        metavar="ALPHA",
+        help="model data in [0, 1] in logit space, logit(ALPHA + (1 - 2 ALPHA) x) (chosen: "
+        "0.01 for a file whose values all lie in [0, 1]; 0: off)",
+    )
+    t.add_argument(
         "--checkpoints",
         type=int,
         help="backprop: keep N states of each solve and recompute the rest (memory O(N) "
