@@ -223,7 +223,7 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
     chosen: dict[str, Any] = {}
     if cfg["data"] not in datasets.TOY_DATASETS:
         chosen = data_defaults(
-            cfg["n_train"], cfg["dim"], cfg["context_dims"], cfg.get("in_unit_cube", False)
+            cfg["n_train"], cfg["dim"], cfg["context_dims"], _in_unit_cube(cfg)
         )
     objective = given.get("objective", chosen.get("objective", TUTORIAL["objective"]))
     for other, options in OBJECTIVE_OPTIONS.items():
@@ -243,7 +243,7 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
     cfg["chosen_for_data"] = sorted(k for k, v in chosen.items() if cfg[k] == v and k not in given)
     validate_options(cfg)
     if cfg["logit"]:
-        if not cfg.get("in_unit_cube"):
+        if not _in_unit_cube(cfg):
             span = cfg.get("value_range")
             reach = f" (they span {span[0]:.4g}..{span[1]:.4g})" if span else ""
             raise InputError(
@@ -329,6 +329,12 @@ def _standardisation(columns: np.ndarray) -> dict[str, list[float]]:
     return {"shift": [float(v) for v in columns.mean(axis=0)], "scale": [float(v) for v in std]}
 
 
+def _in_unit_cube(cfg: dict[str, Any]) -> bool:
+    """Whether every value of the run's training points lies in [0, 1] (files, digits)."""
+    span = cfg.get("value_range")
+    return span is not None and span[0] >= 0.0 and span[1] <= 1.0
+
+
 def logits(points: np.ndarray, alpha: float) -> np.ndarray:
     """`UnitInterval`'s inverse map: ``logit(alpha + (1 - 2 alpha) x)``, in float64."""
     u = alpha + (1 - 2 * alpha) * np.asarray(points, np.float64)
@@ -344,9 +350,7 @@ def _describe_columns(cfg: dict[str, Any], train: np.ndarray) -> dict[str, Any]:
     cfg["context_standardize"] = None if context is None else _standardisation(context)
     cfg["base_scale"] = BASE_SCALE_FILE
     cfg["limits"] = _limits(points) if cfg["dim"] == 2 else None
-    low, high = float(points.min()), float(points.max())
-    cfg["in_unit_cube"] = low >= 0.0 and high <= 1.0  # `data_defaults` may choose logits
-    cfg["value_range"] = [low, high]
+    cfg["value_range"] = [float(points.min()), float(points.max())]  # in [0, 1]: logits?
     if context is not None:  # `ffjord sample` keeps a posterior's draws in this box
         low, high = points.min(axis=0), points.max(axis=0)
         cfg["data_range"] = {"low": low.tolist(), "high": high.tolist()}
