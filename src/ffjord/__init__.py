@@ -23,3 +23,28 @@ from ._trainer import TrainingDiverged as TrainingDiverged
 from ._trainer import for_inference as for_inference
 from ._vector_field import MLPField as MLPField
 from ._version import __version__ as __version__
+
+__all__ = [
+    "AbstractBijector",
+    "AbstractObjective",
+    "AbstractTrace",
+    "Affine",
+    "Chain",
+    "ExactTrace",
+    "FFJORD",
+    "FlowMatching",
+    "HutchinsonTrace",
+    "InputError",
+    "MLPField",
+    "MaximumLikelihood",
+    "MultivariateNormalDiag",
+    "SolveStats",
+    "StandardizedContext",
+    "TrainingDiverged",
+    "TransformedDistribution",
+    "UnitInterval",
+    "fit",
+    "fit_to_density",
+    "for_inference",
+    "load",
+]

@@ -222,9 +222,7 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
     describe_data(cfg)
     chosen: dict[str, Any] = {}
     if cfg["data"] not in datasets.TOY_DATASETS:
-        chosen = data_defaults(
-            cfg["n_train"], cfg["dim"], cfg["context_dims"], _in_unit_cube(cfg)
-        )
+        chosen = data_defaults(cfg["n_train"], cfg["dim"], cfg["context_dims"], _in_unit_cube(cfg))
     objective = given.get("objective", chosen.get("objective", TUTORIAL["objective"]))
     for other, options in OBJECTIVE_OPTIONS.items():
         for name in options:
