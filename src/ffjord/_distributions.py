@@ -85,9 +85,15 @@ class TransformedDistribution(eqx.Module):
     `log_prob(y) = base.log_prob(x) + log|det dinverse/dy|` with `x = inverse(y)`.
 
     Example:
-        >>> dist = ffjord.TransformedDistribution(base, ffjord.Chain(flows))  # doctest: +SKIP
-        >>> dist.log_prob(y)  # doctest: +SKIP
-        >>> dist.sample(jax.random.key(1), (100,))  # doctest: +SKIP
+        >>> import jax, jax.numpy as jnp, ffjord
+        >>> base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+        >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+        >>> flows = [ffjord.FFJORD(field), ffjord.Affine(jnp.zeros(2), 2 * jnp.ones(2))]
+        >>> dist = ffjord.TransformedDistribution(base, ffjord.Chain(flows))
+        >>> dist.log_prob(jnp.zeros((5, 2))).shape
+        (5,)
+        >>> dist.sample(jax.random.key(1), (100,)).shape
+        (100, 2)
     """
 
     base: MultivariateNormalDiag
@@ -132,8 +138,14 @@ class TransformedDistribution(eqx.Module):
         which keeps a field's cheap closed-form divergence.
 
         Example:
-            >>> lp, kinetic, frob, stats = dist.log_prob_with_regularizers(y)  # doctest: +SKIP
-            >>> loss = -lp.mean() + 0.01 * kinetic.mean() + 0.01 * frob.mean()  # doctest: +SKIP
+            >>> import jax, jax.numpy as jnp, ffjord
+            >>> base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+            >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+            >>> dist = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
+            >>> lp, kinetic, frob, stats = dist.log_prob_with_regularizers(jnp.ones((5, 2)))
+            >>> loss = -lp.mean() + 0.01 * kinetic.mean() + 0.01 * frob.mean()
+            >>> lp.shape, kinetic.shape, frob.shape
+            ((5,), (5,), (5,))
         """
         y = jnp.asarray(y)
         _check_points(y, self.dim, "y")

@@ -104,8 +104,10 @@ class FFJORD(AbstractBijector):
         field: the vector field.
         trace: `ExactTrace()` (default) or `HutchinsonTrace(...)`.
         solver: any diffrax solver (default `diffrax.Dopri5()`).
-        rtol, atol: tolerances of the default PID step-size controller.
-        t0, t1: integration interval.
+        rtol: relative tolerance of the default PID step-size controller.
+        atol: absolute tolerance of the default PID step-size controller.
+        t0: start of the integration interval (the base distribution's side).
+        t1: end of the integration interval (the data's side).
         stepsize_controller: a diffrax controller, replacing the rtol/atol PID one.
         dt0: the first step of an adaptive solve (`None`: the whole interval, shrunk by
             the controller as the field demands); required with a constant step size.

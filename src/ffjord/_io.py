@@ -17,7 +17,11 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     never a half-written file (the temporary is removed on any error).
 
     Example:
-        >>> atomic_write("/tmp/x.txt", lambda f: f.write(b"hello"))
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.txt")
+        >>> atomic_write(path, lambda f: f.write(b"hello"))
+        >>> open(path, "rb").read()
+        b'hello'
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -328,8 +328,12 @@ def ot_pairings(x0: Array, x1: Array) -> Array:
     `jax.pure_callback`, so it runs inside jitted code), the sets in parallel threads.
 
     Example:
-        >>> order = ot_pairings(x0[None], x1[None])[0]  # doctest: +SKIP
-        >>> x1[order]  # row i is the partner of x0[i]  # doctest: +SKIP
+        >>> import jax.numpy as jnp
+        >>> x0 = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> x1 = jnp.array([[1.1, 0.9], [0.1, 0.0]])
+        >>> order = ot_pairings(x0[None], x1[None])[0]  # x1[order[i]] is the partner of x0[i]
+        >>> order.tolist()
+        [1, 0]
     """
     shape = jax.ShapeDtypeStruct(x0.shape[:2], jnp.int32)
     return jax.pure_callback(_assignments, shape, x0, x1, vmap_method="sequential")

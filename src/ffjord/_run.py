@@ -267,8 +267,18 @@ def load(run_dir: str | os.PathLike[str], *, like: TransformedDistribution | Non
     the same structure (its arrays are replaced).
 
     Example:
-        >>> dist = ffjord.load("runs/tutorial")  # doctest: +SKIP
-        >>> dist.log_prob(points)  # doctest: +SKIP
+        >>> import os, tempfile, equinox as eqx, jax, jax.numpy as jnp, numpy as np, ffjord
+        >>> base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+        >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+        >>> dist = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
+        >>> data = np.random.default_rng(0).standard_normal((64, 2), dtype=np.float32)
+        >>> run_dir = os.path.join(tempfile.mkdtemp(), "run")
+        >>> trained, _ = ffjord.fit(jax.random.key(0), dist, data, epochs=1, batch_size=32,
+        ...                         objective=ffjord.FlowMatching(), run_dir=run_dir,
+        ...                         show_progress=False)
+        >>> dist = ffjord.load(run_dir)
+        >>> bool(eqx.tree_equal(dist, trained))
+        True
     """
     _, cfg, trainer, state = open_run(run_dir, like)
     return trainer.kept_model(state)

@@ -32,8 +32,11 @@ class ExactTrace(AbstractTrace):
     """The exact trace, from `d` Jacobian-vector products (fine in low dimension).
 
     Example:
-        >>> import ffjord
-        >>> flow = ffjord.FFJORD(field, trace=ffjord.ExactTrace())  # doctest: +SKIP
+        >>> import jax, ffjord
+        >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+        >>> flow = ffjord.FFJORD(field, trace=ffjord.ExactTrace())
+        >>> flow.forward_and_log_det(jax.numpy.zeros((5, 2)))[1].shape
+        (5,)
     """
 
     stochastic: ClassVar[bool] = False

@@ -79,8 +79,16 @@ def for_inference(tree: Any) -> Any:
     fastest form for evaluation without derivatives; values agree to rounding.
 
     Example:
-        >>> fast = ffjord.for_inference(dist)  # doctest: +SKIP
-        >>> eqx.filter_jit(fast.log_prob)(points)  # about 2x faster for the tutorial's model
+        >>> import equinox as eqx, jax, jax.numpy as jnp, ffjord
+        >>> base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+        >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+        >>> dist = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
+        >>> fast = ffjord.for_inference(dist)
+        >>> fast.bijector.field.unit_by_unit
+        True
+        >>> points = jnp.ones((5, 2))
+        >>> eqx.filter_jit(fast.log_prob)(points).shape  # about 2x faster for the tutorial's model
+        (5,)
     """
 
     def has_form(node) -> bool:

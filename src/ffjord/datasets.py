@@ -446,7 +446,7 @@ def toy_log_prob(name: str, points: npt.ArrayLike) -> F64:
 
     Example:
         >>> lp = toy_log_prob("8gaussians", [[2.8284271, 0.0], [0.0, 0.0]])
-        >>> [round(float(v), 3) for v in lp]
+        >>> lp.round(3).tolist()
         [-1.838, -31.758]
     """
     _check_name(name)
