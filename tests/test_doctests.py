@@ -112,3 +112,22 @@ def test_every_public_example_runs() -> None:
         }
     )
     assert not missing, f"public examples that no doctest runs: {missing}"
+
+
+def test_every_public_name_has_an_example():
+    """Every public class and function shows how it is used (type aliases aside)."""
+    import inspect
+
+    import ffjord
+    from ffjord import datasets, plotting, simulators
+
+    named = [(f"ffjord.{n}", getattr(ffjord, n)) for n in ffjord.__all__]
+    for module in (datasets, plotting, simulators):
+        named += [(f"{module.__name__}.{n}", getattr(module, n)) for n in module.__all__]
+    without = [
+        name
+        for name, obj in named
+        if (inspect.isclass(obj) or inspect.isfunction(obj))
+        and ">>>" not in (inspect.getdoc(obj) or "")
+    ]
+    assert not without

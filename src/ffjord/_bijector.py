@@ -83,6 +83,12 @@ class AbstractBijector(eqx.Module):
     Subclasses implement `_apply` on a flat batch of shape `(n, d)`; this class
     handles leading batch shapes `(..., d)`, broadcasting of `context`, and the
     public method names (TFP's meaning of forward and inverse).
+
+    Example:
+        >>> import jax.numpy as jnp, ffjord
+        >>> b = ffjord.Affine(jnp.zeros(2), 2.0 * jnp.ones(2))
+        >>> isinstance(b, ffjord.AbstractBijector), b.forward(jnp.ones((3, 4, 2))).shape
+        (True, (3, 4, 2))
     """
 
     @property

@@ -43,7 +43,15 @@ def _check_weight(owner: str, name: str, value: Any) -> float:
 
 
 class AbstractObjective(eqx.Module):
-    """A training loss on one batch of data (and its conditions)."""
+    """A training loss on one batch of data (and its conditions).
+
+    `ffjord.fit` takes any of them as `objective=`.
+
+    Example:
+        >>> import ffjord
+        >>> isinstance(ffjord.FlowMatching(coupling="ot"), ffjord.AbstractObjective)
+        True
+    """
 
     name: ClassVar[str]
 

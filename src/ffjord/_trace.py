@@ -17,7 +17,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 
 class AbstractTrace(eqx.Module):
-    """How the trace of the field's Jacobian is computed."""
+    """How the trace of the field's Jacobian is computed: `ExactTrace` or
+    `HutchinsonTrace`, given to `ffjord.FFJORD(..., trace=)`.
+
+    Example:
+        >>> import ffjord
+        >>> [t.stochastic for t in (ffjord.ExactTrace(), ffjord.HutchinsonTrace())]
+        [False, True]
+    """
 
     stochastic: eqx.AbstractClassVar[bool]
 

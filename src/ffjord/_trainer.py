@@ -24,7 +24,13 @@ from ._trace import AbstractTrace, ExactTrace
 
 
 class TrainingDiverged(RuntimeError):
-    """Training kept producing non-finite losses or failed solves; the message says what to try."""
+    """Training kept producing non-finite losses or failed solves; the message says what to try.
+
+    Example:
+        >>> import ffjord
+        >>> issubclass(ffjord.TrainingDiverged, RuntimeError)
+        True
+    """
 
 
 class TrainState(eqx.Module):
