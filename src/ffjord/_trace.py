@@ -22,8 +22,8 @@ class AbstractTrace(eqx.Module):
 
     Example:
         >>> import ffjord
-        >>> [t.stochastic for t in (ffjord.ExactTrace(), ffjord.HutchinsonTrace())]
-        [False, True]
+        >>> ffjord.ExactTrace().stochastic, ffjord.HutchinsonTrace().stochastic
+        (False, True)
     """
 
     stochastic: eqx.AbstractClassVar[bool]
