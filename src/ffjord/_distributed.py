@@ -62,29 +62,33 @@ def start(coordinator: str | None, num_processes: int | None, process_id: int | 
             heartbeat_timeout_seconds=HEARTBEAT_SECONDS,
         )
     except Exception as err:  # the client's message is many lines of gRPC detail
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(
             f"could not join {num_processes} processes at {coordinator} within "
-            f"{START_TIMEOUT_SECONDS} s: {first[:200]}"
+            f"{START_TIMEOUT_SECONDS} s: {_first_line(err, 200)}"
         ) from err
+
+
+def _first_line(err: BaseException, limit: int) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
+def _exit(message: str) -> None:
+    """Print `ffjord: error: message` and end this process now: `os._exit` skips JAX's
+    shutdown barrier, which aborts with pages of gRPC detail once a peer is gone."""
+    print(f"ffjord: error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_CODE)
 
 
 def stop_all(err: BaseException) -> None:
     """End this process of a multi-process training at once, with one line naming what
-    failed (a peer's closed connection, a collective's error). `os._exit` skips JAX's
-    shutdown barrier, which would otherwise abort with pages of gRPC detail once a peer
-    is gone. Never returns."""
-    text = str(err).strip()
-    first = text.splitlines()[0][:240] if text else type(err).__name__
-    print(
-        f"ffjord: error: process {jax.process_index()} of {jax.process_count()} stops: "
-        f"{first} (another process has probably stopped; the run directory keeps the last "
-        "finished epoch: restart every process with --resume)",
-        file=sys.stderr,
-        flush=True,
+    failed (a peer's closed connection, a collective's error). Never returns."""
+    _exit(
+        f"process {jax.process_index()} of {jax.process_count()} stops: "
+        f"{_first_line(err, 240)} (another process has probably stopped; the run directory "
+        "keeps the last finished epoch: restart every process with --resume)"
     )
-    sys.stdout.flush()
-    os._exit(EXIT_CODE)
 
 
 class Watchdog:
@@ -125,11 +129,8 @@ class Watchdog:
                 live = {}
             missing = sorted(set(everyone) - set(live))
             if missing and not self._stop.is_set():
-                print(
-                    f"ffjord: error: process {', '.join(map(str, missing))} of the training "
-                    f"stopped; process {jax.process_index()} stops too (the run directory "
-                    "keeps the last finished epoch: restart every process with --resume)",
-                    file=sys.stderr,
-                    flush=True,
+                _exit(
+                    f"process {', '.join(map(str, missing))} of the training stopped; process "
+                    f"{jax.process_index()} stops too (the run directory keeps the last "
+                    "finished epoch: restart every process with --resume)"
                 )
-                os._exit(EXIT_CODE)
