@@ -244,6 +244,7 @@ OPTION_CASES = {
     "hidden_zero": (["--hidden", "0"], "--hidden must be a positive integer, got 0"),
     "layers_negative": (["--layers=-1"], "--layers must be a positive integer, got -1"),
     "max_steps_zero": (["--max-steps", "0"], "--max-steps must be a positive integer, got 0"),
+    "test_every_zero": (["--test-every", "0"], "--test-every must be a positive integer, got 0"),
     "seed_negative": (["--seed=-1"], "--seed must be an integer in [0, 2^31), got -1"),
     "unknown_solver": (["--solver", "euler"], "argument --solver: invalid choice: 'euler'"),
     "unknown_trace": (["--trace", "stochastic"], "argument --trace: invalid choice"),

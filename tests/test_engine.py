@@ -290,3 +290,68 @@ def test_cli_weight_decay_is_recorded_and_resumes(tmp_path):
     assert json.loads((out / "config.json").read_text())["weight_decay"] == 0.01
     argv = ["train", "--out", str(out), "--resume", "--epochs", "2", "--weight-decay", "0.1"]
     assert main([*argv, "--quiet"]) == 2
+
+
+def test_flow_matching_chooses_its_best_epoch_by_its_own_loss_with_fixed_draws(getkey, tmp_path):
+    train = data(getkey(), 600)
+    models = {}
+    dist, history = ffjord.fit(
+        getkey(),
+        small_dist(getkey()),
+        train,
+        objective=ffjord.FlowMatching(),
+        epochs=6,
+        batch_size=60,
+        validation=0.1,
+        run_dir=tmp_path,
+        callback=lambda r, d: models.__setitem__(r["epoch"], d),
+        show_progress=False,
+    )
+    assert all("validation_nll" not in r for r in history)
+    val = [r["validation_loss"] for r in history]
+    best = int(np.argmin(val)) + 1
+    assert history[-1]["best_epoch"] == best and params_equal(dist, models[best])
+    assert json.loads((tmp_path / "config.json").read_text())["validation_metric"] == "loss"
+
+    # The number is the objective's mean loss over the validation rows, cycled to 8192 in
+    # batches of the training batch size, with draws that do not change between calls.
+    trainer = ffjord._trainer.Trainer(models[best], objective=ffjord.FlowMatching(), batch_size=60)
+    state = trainer.init(getkey())
+    rows = train[:60]
+    first, nfe = trainer.validation_loss(state, rows)
+    assert nfe is None and first == trainer.validation_loss(state, rows)[0]
+    keys = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(state.key), 2**32 - 1), 137)
+    by_hand = [
+        ffjord.FlowMatching().loss(models[best], jnp.asarray(rows), None, k)[0] for k in keys
+    ]  # 137 batches of 60 rows hold 8220 >= 8192 rows: 137 passes over the 60
+    assert first == pytest.approx(float(np.mean(by_hand)), rel=1e-5)
+
+
+def test_test_every_measures_the_held_out_nll_every_k_epochs_and_at_the_end(getkey):
+    train, test = data(getkey(), 512), data(getkey(), 128)
+    options = dict(epochs=7, batch_size=128, show_progress=False, test_data=test)
+    key, init = getkey(), getkey()
+    _, every = ffjord.fit(key, small_dist(init), train, **options)
+    _, third = ffjord.fit(key, small_dist(init), train, test_every=3, **options)
+    measured = [r["epoch"] for r in third if r["test_nll"] is not None]
+    assert measured == [3, 6, 7]
+    for a, b in zip(every, third, strict=True):
+        assert a["train_loss"] == b["train_loss"]  # training itself is the same
+        if b["test_nll"] is not None:
+            assert b["test_nll"] == a["test_nll"]
+    with pytest.raises(ffjord.InputError, match="test_every must be a positive integer, got 0"):
+        ffjord.fit(key, small_dist(init), train, test_every=0, **options)
+
+
+def test_the_kept_epochs_held_out_nll_is_measured_when_test_every_skipped_it(getkey):
+    train, test = data(getkey(), 600), data(getkey(), 128)
+    result = ffjord._train.run_training(
+        getkey(), small_dist(getkey(), hidden=32), train, test_data=test, epochs=30,
+        batch_size=60, learning_rate=3e-2, validation=0.1, patience=3, test_every=1000,
+        show_progress=False,
+    )  # fmt: skip
+    best = result.state.kept_epoch
+    assert best < len(result.history)  # stopped early: only the last epoch was measured
+    assert result.history[best - 1]["test_nll"] is None
+    expected = -np.mean(np.asarray(result.dist.log_prob(jnp.asarray(test))))
+    assert result.test_nll == pytest.approx(float(expected), abs=1e-3)

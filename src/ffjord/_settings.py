@@ -35,6 +35,7 @@ CLI_NAMES = Names(  # the engine's options as the command line calls them, for m
     validation="--validation",
     patience="--patience",
     devices="--devices",
+    test_every="--test-every",
 )
 
 # The tutorial: moons, 4 blocks of MLP(8, 3), Dopri5 rtol 1e-3 atol 1e-5, Adam 1e-2, 40 epochs.
@@ -63,6 +64,7 @@ TUTORIAL: dict[str, Any] = {
     "jacobian_frobenius": 0.0,
     "validation": 0.0,
     "patience": None,
+    "test_every": 1,
     "seed": 0,
     "context_dims": 0,
     "n_train": 8192,
@@ -96,8 +98,8 @@ TEST_SEED_OFFSET = 1_000_003  # held-out toy data: fresh draws with another seed
 
 def validate_options(cfg: dict[str, Any]) -> None:
     """One-line errors for settings that cannot work."""
-    for name in ("epochs", "batch_size", "blocks", "hidden", "layers", "max_steps"):
-        value = cfg[name]
+    for name in ("epochs", "batch_size", "blocks", "hidden", "layers", "max_steps", "test_every"):
+        value = cfg.get(name, 1)  # runs made before `test_every` have none
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag} must be a positive integer, got {value!r}")

@@ -44,6 +44,7 @@ class Names:
     validation: str = "validation"
     patience: str = "patience"
     devices: str = "devices"
+    test_every: str = "test_every"
 
 
 @dataclasses.dataclass
@@ -54,6 +55,7 @@ class Training:
     history: list[dict]
     trainer: Trainer
     state: TrainState
+    test_nll: float | None = None  # the kept model's held-out NLL (with test data)
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -170,6 +172,7 @@ def run_training(
     optimizer: optax.GradientTransformation | None = None,
     validation: float = 0.0,
     patience: int | None = None,
+    test_every: int = 1,
     run_dir=None,
     resume: bool = False,
     devices: Any = None,
@@ -183,6 +186,7 @@ def run_training(
     to `config.json`, option `names` for messages, the process' `started` time)."""
     started = time.perf_counter() if started is None else started
     epochs = _positive_int(epochs, names.epochs)
+    test_every = _positive_int(test_every, names.test_every)
     validation, patience = check_validation(validation, patience, names)
     devices = resolve_devices(devices, batch_size, names.devices)
     if resume and run_dir is None:
@@ -252,6 +256,8 @@ def run_training(
             },
             "train_sha256": _digest(train, ctx),
         }
+        if val is not None and trainer.objective.validation_metric != "nll":
+            config["validation_metric"] = trainer.objective.validation_metric  # runs before: nll
         saved = None
         if resume:
             saved = run.require()
@@ -296,10 +302,18 @@ def run_training(
         with Watchdog():
             state = _loop(
                 trainer, state, train, ctx, test, test_ctx, val, val_ctx, run, history,
-                epochs=epochs, callback=callback, show_progress=show_progress and
+                epochs=epochs, test_every=test_every, callback=callback,
+                show_progress=show_progress and
                 jax.process_index() == 0, started=started, finished=finished,
             )  # fmt: skip
-    return Training(trainer.kept_model(state), history, trainer, state)
+    kept = trainer.kept_model(state)
+    test_nll = None
+    if test is not None:
+        best = state.kept_epoch
+        test_nll = history[best - 1].get("test_nll") if 0 < best <= len(history) else None
+        if test_nll is None:  # an epoch between `test_every`'s: measure the kept model now
+            test_nll = float(-np.mean(trainer.log_prob(kept, test, test_ctx)))
+    return Training(kept, history, trainer, state, test_nll)
 
 
 def _loop(
@@ -310,6 +324,7 @@ def _loop(
     history: list[dict],
     *,
     epochs: int,
+    test_every: int,
     callback,
     show_progress: bool,
     started: float,
@@ -322,9 +337,10 @@ def _loop(
     start_state = state
 
     def meanwhile() -> None:  # compiles evaluation and snapshots on the other core
-        for points, points_ctx in ((test, test_ctx), (val, val_ctx)):
-            if points is not None:
-                trainer.evaluate(start_state, points, points_ctx)
+        if test is not None:
+            trainer.evaluate(start_state, test, test_ctx)
+        if val is not None:
+            trainer.validation_loss(start_state, val, val_ctx)
         if snapshot is not None:
             if int(start_state.epoch) == 0:
                 snapshot(0, start_state)
@@ -355,15 +371,14 @@ def _loop(
             state = new_state
             eval_start = time.perf_counter()
             record["test_nll"] = record["eval_nfe"] = None
-            if test is not None:
+            if val is not None:
+                loss, record["eval_nfe"] = trainer.validation_loss(state, val, val_ctx)
+                record[f"validation_{trainer.objective.validation_metric}"] = loss
+                state = state.record_validation(loss)
+                record["best_epoch"] = int(state.best_epoch)
+            if test is not None and (int(state.epoch) % test_every == 0 or finished(state)):
                 lp, record["eval_nfe"] = trainer.evaluate(state, test, test_ctx)
                 record["test_nll"] = float(-np.mean(lp))
-            if val is not None:
-                lp, nfe = trainer.evaluate(state, val, val_ctx)
-                record["validation_nll"] = float(-np.mean(lp))
-                record["eval_nfe"] = nfe if record["eval_nfe"] is None else record["eval_nfe"]
-                state = state.record_validation(record["validation_nll"])
-                record["best_epoch"] = int(state.best_epoch)
             record["eval_seconds"] = time.perf_counter() - eval_start
             record["wall_seconds"] = time.perf_counter() - started
             if snapshot is not None:  # drawn on the other core while the next epoch trains
@@ -402,6 +417,7 @@ def fit(
     optimizer: optax.GradientTransformation | None = None,
     validation: float = 0.0,
     patience: int | None = None,
+    test_every: int = 1,
     run_dir=None,
     resume: bool = False,
     devices: Any = None,
@@ -414,15 +430,20 @@ def fit(
     stay static, and runs all its steps inside one compiled `lax.scan`. A step whose
     loss or gradient is not finite, or whose ODE solve fails, is rejected (the state
     stays at the last good one); if most of an epoch is rejected, `TrainingDiverged`
-    is raised. After each epoch the exact held-out NLL of `test_data` is measured and
-    the record (`epoch`, `train_loss`, `test_nll`, `seconds`, `steps`, `nfe`, `eval_nfe`,
-    ...) is passed to `callback(record, dist)`.
+    is raised. After each epoch the exact held-out NLL of `test_data` is measured
+    (see `test_every`) and the record (`epoch`, `train_loss`, `test_nll`, `seconds`,
+    `steps`, `nfe`, `eval_nfe`, ...) is passed to `callback(record, dist)`.
 
     - `objective`: `ffjord.MaximumLikelihood(kinetic=, jacobian_frobenius=)` or
       `ffjord.FlowMatching(coupling=, sigma=)`.
     - `validation`: a fraction of `data` held out (a fixed split from `key`) to choose
       the best epoch, whose parameters are returned; `patience` stops after that many
-      epochs without a better validation NLL. `test_data` never chooses anything.
+      epochs without a better validation loss (the exact NLL; flow matching's own loss,
+      with the same draws every epoch, under `FlowMatching`). `test_data` never
+      chooses anything.
+    - `test_every`: measure the held-out NLL of `test_data` every that many epochs (and
+      after the last one) rather than after each: under flow matching an epoch costs
+      far less than an exact evaluation. Records in between hold `test_nll=None`.
     - `run_dir`: write the run directory `ffjord train` writes (config, checkpoint,
       metrics, snapshots); `resume=True` continues it from its checkpoint, with the
       same numbers as an uninterrupted run. `ffjord.load(run_dir)` gives the model.
@@ -464,6 +485,7 @@ def fit(
         optimizer=optimizer,
         validation=validation,
         patience=patience,
+        test_every=test_every,
         run_dir=run_dir,
         resume=resume,
         devices=devices,

@@ -39,8 +39,9 @@ class TrainState(eqx.Module):
     `params` are the trainable arrays of the flow, `opt_state` the optimiser's state,
     `epoch` the number of finished epochs and `key` the raw data of the key that
     fixes every epoch's shuffle and every step's randomness. Early stopping keeps
-    `best_params` (those of `best_epoch`, with validation NLL `best_loss`) and counts
-    `bad_epochs` since the best one.
+    `best_params` (those of `best_epoch`, with validation loss `best_loss`: the NLL, or
+    the objective's own loss, `Trainer.validation_loss`) and counts `bad_epochs` since
+    the best one.
     """
 
     params: Any
@@ -263,6 +264,7 @@ class Trainer:
         self.num_traces = {"epoch": 0, "eval": 0}
         self._epoch_fn = eqx.filter_jit(self._epoch)
         self._eval_fn = eqx.filter_jit(self._log_prob_chunk)
+        self._objective_fn = eqx.filter_jit(self._objective_mean)
 
     # State ---------------------------------------------------------------------------------
 
@@ -481,6 +483,41 @@ class Trainer:
         out = map_chunks(self._eval_fn, rows, self.eval_batch_size, dist)
         return out[:, 0], float(np.mean(out[:, 1]))
 
+    def validation_loss(
+        self, state: TrainState, points: np.ndarray, context: np.ndarray | None = None
+    ) -> tuple[float, float | None]:
+        """The number that chooses the best epoch, and its solves' field evaluations (None
+        without a solve).
+
+        The exact mean NLL of `points`, or, for an objective whose `validation_metric`
+        is ``"loss"`` (flow matching), its own loss on them: the rows, cycled to at least
+        `VALIDATION_DRAWS` of them, in batches of the training batch size, with draws that
+        are the same every epoch (a stream of the run's key no step uses), so that epochs
+        are compared on equal terms.
+        """
+        if self.objective.validation_metric == "nll":
+            lp, nfe = self.evaluate(state, points, context)
+            return float(-np.mean(lp)), nfe
+        n, batch = points.shape[0], self.batch_size
+        n_batches = -(-max(n, VALIDATION_DRAWS) // batch)
+        rows = np.arange(n_batches * batch) % n  # every row about equally often
+
+        def batched(a: np.ndarray) -> Array:
+            return jnp.asarray(a[rows].reshape(n_batches, batch, a.shape[1]))
+
+        contexts = None if context is None else batched(context)
+        key = jax.random.fold_in(as_typed_key(state.key), VALIDATION_STREAM)
+        keys = jax.random.split(key, n_batches)
+        loss = self._objective_fn(self.model(state), batched(points), contexts, keys)
+        return float(loss), None
+
+    def _objective_mean(self, dist, batches: Array, contexts: Array | None, keys: Array):
+        def one(xs):
+            batch, context, key = xs
+            return self.objective.loss(dist, batch, context, key)[0]
+
+        return jnp.mean(jax.lax.map(one, (batches, contexts, keys)))
+
     def log_prob(
         self, state_or_dist, points: np.ndarray, context: np.ndarray | None = None
     ) -> np.ndarray:
@@ -490,6 +527,10 @@ class Trainer:
     def nll(self, state: TrainState, points: np.ndarray, context: np.ndarray | None = None):
         """Mean negative log-likelihood (nats per point)."""
         return float(-np.mean(self.log_prob(state, points, context)))
+
+
+VALIDATION_DRAWS = 8192  # rows (cycled) of a validation loss that is not the NLL
+VALIDATION_STREAM = 2**32 - 1  # folded into the run's key for those draws: no epoch's number
 
 
 @eqx.filter_jit
