@@ -125,13 +125,16 @@ def observation(task, i: int):
     return task.get_observation(num_observation=i).to(torch.float32).reshape(1, -1)
 
 
-def c2st(task, i: int, samples) -> float:
-    """sbibm's C2ST of ``samples`` against the reference posterior of observation ``i``."""
+def c2st(task, i: int, samples, first: int | None = None) -> float:
+    """sbibm's C2ST of ``samples`` against the reference posterior of observation ``i``
+    (with ``first``: of the first that many of each, a quicker and noisier screen)."""
     import sbibm.metrics
     import torch
 
     reference = task.get_reference_posterior_samples(num_observation=i).to(torch.float32)
     samples = torch.as_tensor(np.asarray(samples), dtype=torch.float32)
+    if first is not None:
+        reference, samples = reference[:first], samples[:first]
     return float(sbibm.metrics.c2st(X=reference, Y=samples)[0])
 
 
@@ -144,7 +147,7 @@ def outside_prior(task, samples) -> np.ndarray:
     return ~inside.numpy().astype(bool)
 
 
-def score(task, i: int, samples, result: dict) -> None:
+def score(task, i: int, samples, result: dict, first: int | None = None) -> None:
     """Append observation ``i``'s C2ST (and, if some samples lie outside the prior, their
     fraction and the C2ST of those inside) to ``result``."""
     samples = np.asarray(samples, dtype=np.float32)
@@ -153,9 +156,10 @@ def score(task, i: int, samples, result: dict) -> None:
     samples = samples[finite]
     outside = outside_prior(task, samples)
     result["outside_prior_fraction"].append(float(outside.mean()))
-    result["c2st"].append(c2st(task, i, samples))
+    result["c2st"].append(c2st(task, i, samples, first))
     if outside.any():
-        result.setdefault("c2st_inside_prior", {})[str(i)] = c2st(task, i, samples[~outside])
+        inside = c2st(task, i, samples[~outside], first)
+        result.setdefault("c2st_inside_prior", {})[str(i)] = inside
 
 
 def new_result(method: str) -> dict:
@@ -280,9 +284,12 @@ def last_json_line(text: str) -> dict | None:
     return None
 
 
-def run_ffjord(task, theta, x, work: Path) -> dict:
-    """``ffjord train --data PAIRS.npy --context-dims d_x --out RUN``, then
-    ``ffjord sample RUN -n 10000 --context OBS.npy -o SAMPLES.npy``; both timed as processes."""
+def run_ffjord(
+    task, theta, x, work: Path, options: list[str] | None = None, first: int | None = None
+) -> dict:
+    """``ffjord train --data PAIRS.npy --context-dims d_x --out RUN [options]``, then
+    ``ffjord sample RUN -n 10000 --context OBS.npy -o SAMPLES.npy``; both timed as processes.
+    ``first``: C2ST of the first that many samples only (see `c2st`)."""
     result = new_result("ffjord")
     del result["sampling_seconds_per_observation"]  # one process samples all three
     d_theta, d_x = theta.shape[1], x.shape[1]
@@ -292,6 +299,7 @@ def run_ffjord(task, theta, x, work: Path) -> dict:
     np.save(pairs, np.concatenate([theta.numpy(), x.numpy()], axis=1).astype(np.float32))
     exe = ffjord_command()
     train = [*exe, "train", "--data", str(pairs), "--context-dims", str(d_x), "--out", str(run_dir)]
+    train += list(options or [])
     result["train_command"] = " ".join(["ffjord", *train[1:]])
     result["training_seconds"], stdout = run_process(train, "ffjord train")
     summary = last_json_line(stdout)
@@ -329,7 +337,7 @@ def run_ffjord(task, theta, x, work: Path) -> dict:
     if samples.shape != expected:
         raise RuntimeError(f"ffjord sample wrote shape {samples.shape}, expected {expected}")
     for k, i in enumerate(OBSERVATIONS):
-        score(task, i, samples[k], result)
+        score(task, i, samples[k], result, first)
     return finish(result)
 
 
