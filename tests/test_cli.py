@@ -157,29 +157,3 @@ def test_settings_chosen_for_64_dimensional_data():
     arcs = new_settings({"data": "arcs", "seed": 0})  # 2 data columns
     chosen = {k: arcs[k] for k in ("hidden", "lr", "weight_decay", "trace")}
     assert chosen == {"hidden": 64, "lr": 5e-3, "weight_decay": 0.1, "trace": "exact"}
-
-
-def test_conditional_data_of_five_or_more_columns_train_by_flow_matching(tmp_path):
-    from ffjord._settings import new_settings
-
-    rng = np.random.default_rng(0)
-    for width in (2, 5):  # data columns, then 3 condition columns
-        np.save(tmp_path / f"pairs{width}.npy", rng.normal(size=(10_000, width + 3)))
-    wide = new_settings({"data": str(tmp_path / "pairs5.npy"), "seed": 0, "context_dims": 3})
-    assert wide["objective"] == "flow-matching" and "objective" in wide["chosen_for_data"]
-    fm = {k: wide[k] for k in ("blocks", "hidden", "layers", "coupling", "batch_size", "patience")}
-    assert fm == {"blocks": 1, "hidden": 96, "layers": 5, "coupling": "independent",
-                  "batch_size": 64, "patience": None}  # fmt: skip
-    steps = (9000 - 900) // 64  # 10% test, then 10% validation, in batches of 64
-    assert (
-        wide["epochs"] == -(-38_000 // steps) == 302 and wide["test_every"] == wide["epochs"] // 4
-    )
-    asked = new_settings(
-        {"data": str(tmp_path / "pairs5.npy"), "seed": 0, "context_dims": 3,
-         "objective": "likelihood"}
-    )  # fmt: skip
-    assert (asked["objective"], asked["blocks"], asked["hidden"]) == ("likelihood", 2, 64)
-    narrow = new_settings({"data": str(tmp_path / "pairs2.npy"), "seed": 0, "context_dims": 3})
-    assert narrow["objective"] == "likelihood" and narrow["test_every"] == 1
-    plain = new_settings({"data": str(tmp_path / "pairs5.npy"), "seed": 0})  # 8 columns
-    assert plain["objective"] == "likelihood"

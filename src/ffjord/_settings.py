@@ -156,11 +156,7 @@ def validate_options(cfg: dict[str, Any]) -> None:
 
 
 def data_defaults(
-    n_train: int,
-    dim: int,
-    context_dims: int,
-    in_unit_cube: bool = False,
-    objective: str | None = None,
+    n_train: int, dim: int, context_dims: int, in_unit_cube: bool = False
 ) -> dict[str, Any]:
     """The settings `ffjord train --data FILE` chooses for `n_train` rows of `dim` data
     columns and `context_dims` condition columns (measured: docs/DEFAULTS.md).
@@ -174,26 +170,17 @@ def data_defaults(
     values all lie in [0, 1] (`in_unit_cube`: pixels, proportions) are modelled in logit
     space (`UnitInterval` with alpha 0.01).
 
-    Conditional data of `FLOW_MATCHING_FROM` (5) or more data columns (posteriors of 5
-    or more parameters) are trained by flow matching instead, unless `objective` says
-    otherwise: on such posteriors it beat likelihood training (docs/DEFAULTS.md).
-
     Example:
-        >>> data_defaults(9000, 2, 2)["objective"], data_defaults(9000, 5, 8)["objective"]
-        ('likelihood', 'flow-matching')
+        >>> data_defaults(9000, 2, 2)["trace"]
+        'exact'
     """
     validation = 0.1
     fitted = fit_size(n_train, validation)
-    if objective is None:
-        conditional_fm = context_dims and dim >= FLOW_MATCHING_FROM
-        objective = "flow-matching" if conditional_fm else "likelihood"
-    if objective == "flow-matching" and context_dims:
-        return _conditional_flow_matching(fitted, validation, in_unit_cube)
     batch_size = 256 if fitted >= 4096 else max(16, 2 ** int(math.log2(max(fitted // 16, 1))))
     steps_per_epoch = max(fitted // batch_size, 1)
     epochs = min(max(math.ceil(DEFAULT_STEPS / steps_per_epoch), 20), 400)
     return {
-        "objective": objective,  # flow matching (unconditional): its own model on top
+        "objective": "likelihood",
         "blocks": 2,
         "hidden": 64 if dim <= WIDE_ABOVE else 128,
         "layers": 3,
@@ -210,37 +197,6 @@ def data_defaults(
     }
 
 
-def _conditional_flow_matching(fitted: int, validation: float, in_unit_cube: bool) -> dict:
-    """Flow matching's settings for conditional data of 5 or more columns (SBI posteriors;
-    measured: docs/DEFAULTS.md): one block of 5 SiLU layers of 96 units, batches of 64,
-    about `FLOW_MATCHING_STEPS` steps of Adam 1e-2 with cosine decay, no early stop (an
-    epoch is cheap, and the validation loss plateaus while the rate is high) but the best
-    epoch by the validation loss is kept; the exact held-out NLL 4 times a run."""
-    batch_size = 64 if fitted >= 1024 else max(16, 2 ** int(math.log2(max(fitted // 16, 1))))
-    steps_per_epoch = max(fitted // batch_size, 1)
-    epochs = min(max(math.ceil(FLOW_MATCHING_STEPS / steps_per_epoch), 20), 1000)
-    return {
-        "objective": "flow-matching",
-        "coupling": "independent",  # OT pairs ignore conditions
-        "blocks": 1,
-        "hidden": 96,
-        "layers": 5,
-        "activation": "silu",
-        "trace": "exact",
-        "batch_size": batch_size,
-        "epochs": epochs,
-        "lr": 1e-2,
-        "schedule": "cosine",
-        "weight_decay": 0.0,
-        "validation": validation,
-        "patience": None,
-        "test_every": max(1, epochs // 4),
-        "logit": LOGIT_ALPHA if in_unit_cube else 0.0,
-    }
-
-
-FLOW_MATCHING_FROM = 5  # conditional data of this many columns or more: flow matching
-FLOW_MATCHING_STEPS = 38_000  # its optimiser steps (300 epochs of 126 batches of 64)
 LOGIT_ALPHA = 0.01  # data in [0, 1]: modelled as logit(alpha + (1 - 2 alpha) x)
 DEFAULT_STEPS = 2500  # optimiser steps `data_defaults` plans for (early stopping may end sooner)
 WIDE_ABOVE = 16  # data columns beyond which the field is wider and more regularised
@@ -268,10 +224,7 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
     describe_data(cfg)
     chosen: dict[str, Any] = {}
     if cfg["data"] not in datasets.TOY_DATASETS:
-        chosen = data_defaults(
-            cfg["n_train"], cfg["dim"], cfg["context_dims"], _in_unit_cube(cfg),
-            given.get("objective"),
-        )  # fmt: skip
+        chosen = data_defaults(cfg["n_train"], cfg["dim"], cfg["context_dims"], _in_unit_cube(cfg))
     objective = given.get("objective", chosen.get("objective", TUTORIAL["objective"]))
     for other, options in OBJECTIVE_OPTIONS.items():
         for name in options:
@@ -280,7 +233,7 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
                     f"--{name.replace('_', '-')} applies to --objective {other}, not {objective}"
                 )
     cfg.update(chosen)
-    if objective == "flow-matching" and "coupling" not in chosen:  # not chosen for the data
+    if objective == "flow-matching":
         cfg.update(FLOW_MATCHING)
         if cfg["context_dims"]:
             cfg["coupling"] = "independent"
