@@ -5,8 +5,8 @@ variant `ffjord train --data PAIRS.npy --context-dims K OPTIONS` and `ffjord sam
 sbibm's C2ST for observations 1-3, one row of JSON per (task, variant) appended to
 ``--out``. ``--c2st-samples N`` compares only the first N of the 10,000 samples with the
 first N reference samples: quicker, but biased low against the full C2ST (the classifier
-learns from fewer points; on slcp one setting scored 0.78-0.81 with 4,000 and 0.867 in
-full), so compare only rows measured the same way.
+learns from fewer points: about -0.015 with 4,000 on slcp, on the same samples), so
+compare only rows measured the same way.
 
     python benchmarks/sbi_variants.py --tasks slcp two_moons --c2st-samples 4000 \\
         --variants "" "--objective flow-matching --epochs 300 --hidden 96 --patience 1000"
