@@ -76,6 +76,10 @@ from pathlib import Path
 
 import numpy as np
 
+# sbibm's slcp_distractors pickles its distractor mixture, which torch >= 2.6 refuses to
+# load by default (weights_only); the file ships with sbibm itself.
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
 OBSERVATIONS = (1, 2, 3)
 NUM_POSTERIOR_SAMPLES = 10_000
 THREADS = 2

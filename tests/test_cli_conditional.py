@@ -12,7 +12,7 @@ from ffjord.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_errors import QUIET, check, cli, trained_run  # noqa: E402, F401
-from test_conditional import conditional_pairs  # noqa: E402
+from test_conditional import conditional_pairs, pairs_through_one_statistic  # noqa: E402
 
 SMALL = ["--epochs", "8", "--blocks", "1", "--hidden", "16", "--batch-size", "128"]
 
@@ -145,6 +145,22 @@ def test_context_errors(conditional_run, trained_run, pairs_file, tmp_path, caps
         ([*train, "--data", "moons", "--context-dims", "1"], "the built-in set moons has no cond"),
         ([*train, "--data", "digits", "--context-dims", "1"], "the built-in set digits has no co"),
         ([*train, "--data", "arcs", "--context-dims", "1"], "has 2 condition columns, not --cont"),
+        (
+            [*train, "--data", pairs_file, "--context-features", "1"],
+            "--context-features applies to conditional data; give --context-dims K as well",
+        ),
+        (
+            [*train, "--data", "moons", "--context-features", "1"],
+            "--context-features applies to conditional data",
+        ),
+        (
+            [*train, "--data", pairs_file, "--context-dims", "1", "--context-features", "2"],
+            "--context-features 2 exceeds the 1 condition columns (--context-dims 1)",
+        ),
+        (
+            [*train, "--data", pairs_file, "--context-dims", "1", "--context-features", "-1"],
+            "--context-features must be a non-negative integer (0: off), got -1",
+        ),
     ]:
         check(capsys, argv, phrase, keep=[tmp_path / "new", pairs_file])
 
@@ -200,3 +216,41 @@ def test_sample_keeps_draws_within_the_training_data_range(
     assert code == 2 and err.count("\n") == 1
     assert "only 0% of the model's draws for condition 1 lie within the training data's" in err
     assert not (tmp_path / "none.npy").exists()
+
+
+def test_a_projected_condition_round_trips(tmp_path, capsys):
+    """`--context-features 2` on 40 condition columns: the projection is part of the run
+    (described in config.json, restored by `ffjord.load`) and learns the condition."""
+    import ffjord
+
+    y, c = pairs_through_one_statistic(3000, 0)
+    data = tmp_path / "pairs.npy"
+    np.save(data, np.concatenate([y, c], axis=1).astype(np.float32))
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--out", out, "--data", data, "--context-dims", "40",
+                       "--context-features", "2", *SMALL, "--quiet")  # fmt: skip
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["context_features"] == 2
+    inner = cfg["model"]["bijector"]["bijector"]
+    assert (inner["type"], inner["context_dim"], inner["features"]) == ("ProjectedContext", 40, 2)
+    y_test, c_test = pairs_through_one_statistic(500, 1)
+    right, wrong = tmp_path / "right.npy", tmp_path / "wrong.npy"
+    np.save(right, np.concatenate([y_test, c_test], axis=1).astype(np.float32))
+    np.save(wrong, np.concatenate([y_test, -c_test], axis=1).astype(np.float32))
+    code, text, _ = cli(capsys, "evaluate", out, "--data", right)
+    nll_right = json.loads(text)["nll"]
+    code, text, _ = cli(capsys, "evaluate", out, "--data", wrong)
+    assert nll_right < 1.0 and json.loads(text)["nll"] > nll_right + 3.0
+    dist = ffjord.load(out)
+    assert isinstance(dist.bijector.bijector, ffjord.ProjectedContext)
+    lp = dist.log_prob(y_test.astype(np.float32), context=c_test.astype(np.float32))
+    assert -float(np.mean(lp)) == pytest.approx(nll_right, abs=1e-3)
+    conditions = tmp_path / "conditions.npy"
+    np.save(conditions, np.array([[-1.5] * 40, [1.5] * 40], np.float32))
+    code, _, _ = cli(capsys, "sample", out, "-n", "400", "--context", conditions,
+                     "-o", tmp_path / "s.npy")  # fmt: skip
+    assert code == 0
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (2, 400, 2)
+    np.testing.assert_allclose(samples.mean(axis=1), [[-1.5, 1.5], [1.5, -1.5]], atol=0.3)

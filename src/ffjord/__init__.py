@@ -3,6 +3,8 @@
 from ._bijector import AbstractBijector as AbstractBijector
 from ._bijector import Affine as Affine
 from ._bijector import Chain as Chain
+from ._bijector import ContextMap as ContextMap
+from ._bijector import ProjectedContext as ProjectedContext
 from ._bijector import SolveStats as SolveStats
 from ._bijector import StandardizedContext as StandardizedContext
 from ._bijector import UnitInterval as UnitInterval
@@ -30,6 +32,7 @@ __all__ = [
     "AbstractTrace",
     "Affine",
     "Chain",
+    "ContextMap",
     "ExactTrace",
     "FFJORD",
     "FlowMatching",
@@ -38,6 +41,7 @@ __all__ = [
     "MLPField",
     "MaximumLikelihood",
     "MultivariateNormalDiag",
+    "ProjectedContext",
     "SolveStats",
     "StandardizedContext",
     "TrainingDiverged",

@@ -423,7 +423,55 @@ class UnitInterval(AbstractBijector):
         return y.astype(x.dtype), ld, SolveStats.zero()
 
 
-class StandardizedContext(AbstractBijector):
+class ContextMap(AbstractBijector):
+    """`bijector`, given its conditions through a map: the base of `StandardizedContext`
+    and `ProjectedContext`. Subclasses define `map_context`, the map from the raw
+    conditions `(n, k)` to the ones `bijector` sees; the points pass unchanged. Flow
+    matching and the engine look through these maps to the flow inside.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ffjord
+        >>> field = ffjord.MLPField(2, 8, 3, context_dim=2, key=jax.random.key(0))
+        >>> flow = ffjord.ProjectedContext(ffjord.FFJORD(field), 4, 2, key=jax.random.key(1))
+        >>> isinstance(flow, ffjord.ContextMap), flow.map_context(jnp.ones(4)).shape
+        (True, (2,))
+    """
+
+    bijector: eqx.AbstractVar[AbstractBijector]
+
+    @abc.abstractmethod
+    def map_context(self, context: Array) -> Array:
+        """Raw conditions `(..., k)` -> the conditions the wrapped bijector sees."""
+
+    @property
+    def dim(self) -> int | None:
+        return self.bijector.dim
+
+    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+        if context is None:
+            raise ValueError(
+                f"this flow is conditional ({self.context_dim}-dimensional contexts): pass context="
+            )
+        return self.bijector._apply(
+            x,
+            self.map_context(context).astype(context.dtype),
+            key,
+            inverse=inverse,
+            log_det=log_det,
+            throw=throw,
+            regularize=regularize,
+        )
+
+
+def _check_wrapped(name: str, bijector: AbstractBijector, width: int, what: str) -> None:
+    if not isinstance(bijector, AbstractBijector):
+        raise TypeError(f"{name} wraps a bijector, got {type(bijector).__name__}")
+    inner = bijector.context_dim
+    if inner is not None and inner != width:
+        raise ValueError(f"{name}: {what} but the bijector takes {inner}-dimensional contexts")
+
+
+class StandardizedContext(ContextMap):
     """`bijector`, given its conditions standardised: `(context - shift) / scale`.
 
     The map is part of the model, so `log_prob`, `sample` and friends take raw
@@ -445,21 +493,11 @@ class StandardizedContext(AbstractBijector):
     context_map: Affine
 
     def __init__(self, bijector: AbstractBijector, shift, scale):
-        if not isinstance(bijector, AbstractBijector):
-            raise TypeError(f"StandardizedContext wraps a bijector, got {type(bijector).__name__}")
         shift, scale = jnp.asarray(shift), jnp.asarray(scale)
         self.context_map = Affine(shift, scale)
-        inner = bijector.context_dim
-        if inner is not None and inner != self.context_map.dim:
-            raise ValueError(
-                f"StandardizedContext: shift has {self.context_map.dim} entries but the "
-                f"bijector takes {inner}-dimensional contexts"
-            )
+        width = self.context_map.dim
+        _check_wrapped("StandardizedContext", bijector, width, f"shift has {width} entries")
         self.bijector = bijector
-
-    @property
-    def dim(self) -> int | None:
-        return self.bijector.dim
 
     @property
     def context_dim(self) -> int:
@@ -469,18 +507,49 @@ class StandardizedContext(AbstractBijector):
         """Raw conditions `(..., k)` -> the standardised ones the wrapped bijector sees."""
         return (context - self.context_map.shift) / self.context_map.scale
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
-        if context is None:
-            raise ValueError(
-                f"this flow is conditional ({self.context_dim}-dimensional contexts): pass context="
-            )
-        context = self.standardize(context).astype(context.dtype)
-        return self.bijector._apply(
-            x,
-            context,
-            key,
-            inverse=inverse,
-            log_det=log_det,
-            throw=throw,
-            regularize=regularize,
-        )
+    def map_context(self, context: Array) -> Array:
+        return self.standardize(context)
+
+
+class ProjectedContext(ContextMap):
+    """`bijector`, given `features` learned linear combinations of its `k` conditions:
+    `context @ weight.T`, one map shared by every block inside.
+
+    A condition of many columns (a simulator's raw output) that the posterior depends
+    on through a few linear statistics is learned from far fewer parameters this way:
+    the fields see `features` numbers instead of `k`. The weight is trained with the
+    rest of the model (initialised with variance `1 / k`, so standardised conditions
+    give features of unit scale). A posterior that depends on nonlinear statistics
+    spread over many columns (a sum of squares) needs the raw condition instead.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ffjord
+        >>> field = ffjord.MLPField(2, 8, 3, context_dim=3, key=jax.random.key(0))
+        >>> flow = ffjord.ProjectedContext(ffjord.FFJORD(field), 100, 3, key=jax.random.key(1))
+        >>> flow.context_dim, flow.forward(jnp.zeros(2), context=jnp.ones(100)).shape
+        (100, (2,))
+    """
+
+    bijector: AbstractBijector
+    weight: Float[Array, "features k"]
+
+    def __init__(
+        self, bijector: AbstractBijector, context_dim: int, features: int, *, key: PRNGKeyArray
+    ):
+        for name, value in (("context_dim", context_dim), ("features", features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ProjectedContext: {name} must be an integer >= 1, got {value!r}")
+        _check_wrapped("ProjectedContext", bijector, features, f"features is {features}")
+        self.weight = jax.random.normal(key, (features, context_dim)) / math.sqrt(context_dim)
+        self.bijector = bijector
+
+    @property
+    def context_dim(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def features(self) -> int:
+        return self.weight.shape[0]
+
+    def map_context(self, context: Array) -> Array:
+        return context @ self.weight.T.astype(context.dtype)

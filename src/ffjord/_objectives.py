@@ -25,8 +25,8 @@ from ._bijector import (
     AbstractBijector,
     Affine,
     Chain,
+    ContextMap,
     SolveStats,
-    StandardizedContext,
     UnitInterval,
 )
 from ._distributions import TransformedDistribution
@@ -281,9 +281,10 @@ def _flatten(bijector: AbstractBijector) -> list[AbstractBijector]:
 
 
 def _unwrap_context(bijector: AbstractBijector, context: Array | None):
-    """(the bijector inside a top-level `StandardizedContext`, the context it sees)."""
-    if isinstance(bijector, StandardizedContext):
-        return bijector.bijector, None if context is None else bijector.standardize(context)
+    """(the bijector inside the top-level `ContextMap`s, the context it sees)."""
+    while isinstance(bijector, ContextMap):
+        context = None if context is None else bijector.map_context(context)
+        bijector = bijector.bijector
     return bijector, context
 
 
@@ -291,7 +292,7 @@ def _split_single_block(
     bijector: AbstractBijector,
 ) -> tuple[list[AbstractBijector], FFJORD, list[AbstractBijector]]:
     """(maps before, the FFJORD block, maps after), in forward order (a top-level
-    `StandardizedContext` is looked through: it only maps the conditions)."""
+    `ContextMap` (standardising or projecting the conditions) is looked through)."""
     parts = _flatten(_unwrap_context(bijector, None)[0])
     blocks = [i for i, b in enumerate(parts) if isinstance(b, FFJORD)]
     if len(blocks) != 1:

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from . import datasets, simulators
-from ._bijector import Affine, Chain, StandardizedContext, UnitInterval
+from ._bijector import Affine, Chain, ProjectedContext, StandardizedContext, UnitInterval
 from ._distributions import MultivariateNormalDiag, TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
@@ -67,6 +67,7 @@ TUTORIAL: dict[str, Any] = {
     "test_every": 1,
     "seed": 0,
     "context_dims": 0,
+    "context_features": 0,
     "n_train": 8192,
     "n_test": 4096,
 }
@@ -93,6 +94,7 @@ OBJECTIVE_OPTIONS = {
 SIMULATIONS = {"n_train": 10_000, "n_test": 2_000}  # built-in simulators: pairs drawn
 BASE_SCALE_TOY = 0.8  # the tutorial's base N(0, 0.8^2 I)
 BASE_SCALE_FILE = 1.0  # user data is standardised, so a unit Gaussian fits it best
+PROJECTION_STREAM = 2  # `ProjectedContext`'s initial weight: fold_in(key(seed), 2)
 TEST_SEED_OFFSET = 1_000_003  # held-out toy data: fresh draws with another seed
 
 
@@ -118,6 +120,20 @@ def validate_options(cfg: dict[str, Any]) -> None:
     dims = cfg.get("context_dims", 0)  # runs made before conditional flows have none
     if isinstance(dims, bool) or not isinstance(dims, int) or dims < 0:
         raise InputError(f"--context-dims must be a non-negative integer, got {dims!r}")
+    features = cfg.get("context_features", 0)  # runs made before it have none
+    if isinstance(features, bool) or not isinstance(features, int) or features < 0:
+        raise InputError(
+            f"--context-features must be a non-negative integer (0: off), got {features!r}"
+        )
+    if features and not dims:
+        raise InputError(
+            "--context-features applies to conditional data; give --context-dims K as well"
+        )
+    if features > dims:
+        raise InputError(
+            f"--context-features {features} exceeds the {dims} condition columns "
+            f"(--context-dims {dims})"
+        )
     seed = cfg["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
         raise InputError(f"--seed must be an integer in [0, 2^31), got {seed!r}")
@@ -409,14 +425,15 @@ def as_training_array(points: np.ndarray) -> np.ndarray:
 
 
 def _init_fields(cfg: dict[str, Any]) -> list[MLPField]:
-    """Every block's field, each from its own key (split once, no per-block JAX calls)."""
+    """Every block's field, each from its own key (split once, no per-block JAX calls);
+    they see `context_features` projected conditions when it is set."""
     split = np.asarray(key_bits(jax.random.split(jax.random.key(cfg["seed"]), cfg["blocks"])))
     return [
         MLPField(
             cfg["dim"],
             cfg["hidden"],
             cfg["layers"],
-            context_dim=cfg.get("context_dims", 0),
+            context_dim=cfg.get("context_features") or cfg.get("context_dims", 0),
             activation=cfg["activation"],
             key=as_typed_key(k),
         )
@@ -449,6 +466,9 @@ def build_model(cfg: dict[str, Any]) -> TransformedDistribution:
         bijector = Chain([bijector, Affine(shift, scale)])
     if cfg.get("logit"):  # runs made before it have none
         bijector = Chain([bijector, UnitInterval(dim, alpha=cfg["logit"])])
+    if cfg.get("context_features"):  # runs made before it have none
+        key = jax.random.fold_in(jax.random.key(cfg["seed"]), PROJECTION_STREAM)
+        bijector = ProjectedContext(bijector, cfg["context_dims"], cfg["context_features"], key=key)
     if cfg.get("context_standardize"):
         shift = jnp.asarray(cfg["context_standardize"]["shift"], jnp.float32)
         scale = jnp.asarray(cfg["context_standardize"]["scale"], jnp.float32)

@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._bijector import AbstractBijector, Affine, Chain, StandardizedContext, UnitInterval
+from ._bijector import (
+    AbstractBijector,
+    Affine,
+    Chain,
+    ProjectedContext,
+    StandardizedContext,
+    UnitInterval,
+)
 from ._distributions import MultivariateNormalDiag, TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
@@ -100,6 +107,13 @@ def _bijector(b: AbstractBijector) -> dict[str, Any]:
             "shift": _floats(b.context_map.shift),
             "scale": _floats(b.context_map.scale),
         }
+    if type(b) is ProjectedContext:
+        return {
+            "type": "ProjectedContext",
+            "bijector": _bijector(b.bijector),
+            "context_dim": b.context_dim,
+            "features": b.features,
+        }
     if type(b) is FFJORD:
         controller = b.stepsize_controller
         if type(controller) is not diffrax.PIDController:
@@ -162,6 +176,10 @@ def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
     if kind == "StandardizedContext":
         inner = _build_bijector(spec["bijector"], key)
         return StandardizedContext(inner, jnp.asarray(spec["shift"]), jnp.asarray(spec["scale"]))
+    if kind == "ProjectedContext":
+        inner_key, key = jax.random.split(key)
+        inner = _build_bijector(spec["bijector"], inner_key)
+        return ProjectedContext(inner, spec["context_dim"], spec["features"], key=key)
     if kind == "FFJORD":
         f = spec["field"]
         if f["type"] != "MLPField":

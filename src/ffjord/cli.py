@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="the last K columns of the data file are conditions: learn p(data | condition)",
     )
+    t.add_argument(
+        "--context-features",
+        dest="context_features",
+        type=int,
+        help="the fields see R learned linear combinations of the K conditions (0: all K "
+        "as they are; chosen for many conditions, see docs/DEFAULTS.md)",
+    )
     t.add_argument("--epochs", type=int, help="passes over the data (default 40)")
     t.add_argument("--batch-size", dest="batch_size", type=int, help="default 256")
     t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-2)")
