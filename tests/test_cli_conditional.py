@@ -254,3 +254,27 @@ def test_a_projected_condition_round_trips(tmp_path, capsys):
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (2, 400, 2)
     np.testing.assert_allclose(samples.mean(axis=1), [[-1.5, 1.5], [1.5, -1.5]], atol=0.3)
+
+
+def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
+    """More than 32 condition columns (and more than twice the data's): 20 learned
+    features and flow matching; fewer keep likelihood training of the raw conditions."""
+    from ffjord._settings import new_settings
+
+    y, c = pairs_through_one_statistic(2000, 0, k=40)
+    many = tmp_path / "many.npy"
+    np.save(many, np.concatenate([y, c], axis=1).astype(np.float32))
+    cfg = new_settings({"data": str(many), "context_dims": 40})
+    assert (cfg["objective"], cfg["context_features"], cfg["coupling"]) == (
+        "flow-matching",
+        20,
+        "independent",
+    )
+    assert cfg["test_every"] == cfg["epochs"] and cfg["lr"] == 3e-3
+    assert {"objective", "context_features", "test_every"} <= set(cfg["chosen_for_data"])
+    asked = new_settings({"data": str(many), "context_dims": 40, "objective": "likelihood"})
+    assert (asked["objective"], asked["blocks"], asked["context_features"]) == ("likelihood", 2, 20)
+    raw = new_settings({"data": str(many), "context_dims": 40, "context_features": 0})
+    assert raw["context_features"] == 0 and "context_features" not in raw["chosen_for_data"]
+    few = new_settings({"data": str(many), "context_dims": 32})  # 32 columns: not many
+    assert (few["objective"], few["context_features"]) == ("likelihood", 0)

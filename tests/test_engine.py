@@ -313,17 +313,17 @@ def test_flow_matching_chooses_its_best_epoch_by_its_own_loss_with_fixed_draws(g
     assert history[-1]["best_epoch"] == best and params_equal(dist, models[best])
     assert json.loads((tmp_path / "config.json").read_text())["validation_metric"] == "loss"
 
-    # The number is the objective's mean loss over the validation rows, cycled to 8192 in
+    # The number is the objective's mean loss over the validation rows, cycled to 4096 in
     # batches of the training batch size, with draws that do not change between calls.
     trainer = ffjord._trainer.Trainer(models[best], objective=ffjord.FlowMatching(), batch_size=60)
     state = trainer.init(getkey())
     rows = train[:60]
     first, nfe = trainer.validation_loss(state, rows)
     assert nfe is None and first == trainer.validation_loss(state, rows)[0]
-    keys = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(state.key), 2**32 - 1), 137)
+    keys = jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(state.key), 2**32 - 1), 69)
     by_hand = [
         ffjord.FlowMatching().loss(models[best], jnp.asarray(rows), None, k)[0] for k in keys
-    ]  # 137 batches of 60 rows hold 8220 >= 8192 rows: 137 passes over the 60
+    ]  # 69 batches of 60 rows hold 4140 >= 4096 rows: 69 passes over the 60
     assert first == pytest.approx(float(np.mean(by_hand)), rel=1e-5)
 
 
