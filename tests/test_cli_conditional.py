@@ -228,7 +228,8 @@ def test_a_projected_condition_round_trips(tmp_path, capsys):
     np.save(data, np.concatenate([y, c], axis=1).astype(np.float32))
     out = tmp_path / "run"
     code, _, err = cli(capsys, "train", "--out", out, "--data", data, "--context-dims", "40",
-                       "--context-features", "2", *SMALL, "--quiet")  # fmt: skip
+                       "--context-features", "2", "--objective", "likelihood", *SMALL,
+                       "--quiet")  # fmt: skip
     assert code == 0, err
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["context_features"] == 2
