@@ -275,6 +275,8 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     assert {"objective", "context_features", "test_every"} <= set(cfg["chosen_for_data"])
     asked = new_settings({"data": str(many), "context_dims": 40, "objective": "likelihood"})
     assert (asked["objective"], asked["blocks"], asked["context_features"]) == ("likelihood", 2, 20)
+    longer = new_settings({"data": str(many), "context_dims": 40, "epochs": 500})
+    assert longer["test_every"] == 500  # still the end of the run only
     raw = new_settings({"data": str(many), "context_dims": 40, "context_features": 0})
     assert raw["context_features"] == 0 and "context_features" not in raw["chosen_for_data"]
     few = new_settings({"data": str(many), "context_dims": 32})  # 32 columns: not many

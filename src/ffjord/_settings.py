@@ -291,6 +291,8 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
     if objective == "flow-matching" and not chosen:  # the built-in 2-D sets
         cfg.update(FLOW_MATCHING)
     cfg.update(given)
+    if "test_every" in chosen and "test_every" not in given:
+        chosen["test_every"] = cfg["test_every"] = cfg["epochs"]  # the end of the run only
     if chosen and "trace" not in given and cfg["layers"] > 3 and cfg["dim"] > JVP_TRACE_UP_TO:
         chosen["trace"] = cfg["trace"] = "hutchinson"  # no closed form: exact costs d JVPs
     cfg["chosen_for_data"] = sorted(k for k, v in chosen.items() if cfg[k] == v and k not in given)
