@@ -258,7 +258,7 @@ def test_a_projected_condition_round_trips(tmp_path, capsys):
 
 
 def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
-    """More than 32 condition columns (and more than twice the data's): 20 learned
+    """More than 32 condition columns (and more than twice the data's): 32 learned
     features and flow matching; fewer keep likelihood training of the raw conditions."""
     from ffjord._settings import new_settings
 
@@ -268,13 +268,13 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     cfg = new_settings({"data": str(many), "context_dims": 40})
     assert (cfg["objective"], cfg["context_features"], cfg["coupling"]) == (
         "flow-matching",
-        20,
+        32,
         "independent",
     )
     assert cfg["test_every"] == cfg["epochs"] and cfg["lr"] == 3e-3
     assert {"objective", "context_features", "test_every"} <= set(cfg["chosen_for_data"])
     asked = new_settings({"data": str(many), "context_dims": 40, "objective": "likelihood"})
-    assert (asked["objective"], asked["blocks"], asked["context_features"]) == ("likelihood", 2, 20)
+    assert (asked["objective"], asked["blocks"], asked["context_features"]) == ("likelihood", 2, 32)
     longer = new_settings({"data": str(many), "context_dims": 40, "epochs": 500})
     assert longer["test_every"] == 500  # still the end of the run only
     raw = new_settings({"data": str(many), "context_dims": 40, "context_features": 0})

@@ -192,7 +192,7 @@ def data_defaults(
     space (`UnitInterval` with alpha 0.01).
 
     Many conditions (more than 32 columns, and more than twice the data's): the fields
-    see 20 learned linear combinations of them (`ProjectedContext`), trained by flow
+    see 32 learned linear combinations of them (`ProjectedContext`), trained by flow
     matching (flow matching's field, learning rate 3e-3, about 25,000 steps of 64 rows,
     the held-out NLL after the last epoch only): likelihood training overfits such
     conditions, and its solves cost 10-20x more per step.
@@ -202,7 +202,7 @@ def data_defaults(
         'exact'
         >>> chosen = data_defaults(9000, 10, 100)
         >>> chosen["objective"], chosen["context_features"]
-        ('flow-matching', 20)
+        ('flow-matching', 32)
     """
     validation = 0.1
     fitted = fit_size(n_train, validation)
@@ -247,7 +247,7 @@ LOGIT_ALPHA = 0.01  # data in [0, 1]: modelled as logit(alpha + (1 - 2 alpha) x)
 DEFAULT_STEPS = 2500  # optimiser steps `data_defaults` plans for (early stopping may end sooner)
 WIDE_ABOVE = 16  # data columns beyond which the field is wider and more regularised
 MANY_CONDITIONS = 32  # condition columns beyond which (and beyond 2 d) they are projected
-CONTEXT_FEATURES = 20  # the learned linear features of many conditions (`ProjectedContext`)
+CONTEXT_FEATURES = 32  # the learned linear features of many conditions (`ProjectedContext`)
 MANY_CONDITIONS_STEPS = 25_000  # flow matching's steps for many conditions (200 epochs of 9k)
 JVP_TRACE_UP_TO = 16  # a field without a closed-form trace (> 3 layers): exact up to this d
 
