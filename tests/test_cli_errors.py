@@ -250,6 +250,19 @@ OPTION_CASES = {
     "unknown_trace": (["--trace", "stochastic"], "argument --trace: invalid choice"),
     "unknown_schedule": (["--schedule", "linear"], "argument --schedule: invalid choice"),
     "unknown_option": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    "warm_start_negative": (
+        ["--warm-start=-2", "--blocks", "1"],
+        "--warm-start must be a non-negative integer (0: off), got -2",
+    ),
+    "warm_start_several_blocks": (
+        ["--warm-start", "5"],  # the tutorial's 4 blocks
+        "--warm-start trains by flow matching, which trains a single FFJORD block, but "
+        "--blocks is 4; use --blocks 1",
+    ),
+    "warm_start_under_flow_matching": (
+        ["--warm-start", "5", "--objective", "flow-matching"],
+        "--warm-start applies to --objective likelihood, not flow-matching",
+    ),
 }
 
 
@@ -324,8 +337,9 @@ def test_resume_directory_that_is_not_a_run(capsys, tmp_path):
         (["--lr", "0.5"], "--lr 0.5 differs from the run's 0.01; --resume continues"),
         (["--hidden", "16"], "--hidden 16 differs from the run's 4"),
         (["--data", "circles"], "--data circles differs from the run's moons"),
+        (["--warm-start", "3"], "--warm-start 3 differs from the run's 0"),
     ],
-    ids=["lr", "hidden", "data"],
+    ids=["lr", "hidden", "data", "warm_start"],
 )
 def test_resume_with_a_different_option(capsys, trained_run, args, phrase):
     check(

@@ -355,3 +355,77 @@ def test_the_kept_epochs_held_out_nll_is_measured_when_test_every_skipped_it(get
     assert result.history[best - 1]["test_nll"] is None
     expected = -np.mean(np.asarray(result.dist.log_prob(jnp.asarray(test))))
     assert result.test_nll == pytest.approx(float(expected), abs=1e-3)
+
+
+def warm_start_options(key):
+    """A run of 3 likelihood epochs after a warm start of 4 flow-matching epochs."""
+    import optax
+
+    from ffjord._train import WarmStart
+
+    warm = WarmStart(4, ffjord.FlowMatching(), optax.adam(3e-3), batch_size=64)
+    return dict(epochs=3, batch_size=128, validation=0.1, show_progress=False, warm_start=warm)
+
+
+def test_warm_start_is_the_starting_point_of_the_run(getkey, tmp_path):
+    """The run's first epoch starts from the warm start's kept model (written to
+    RUN/warm-start, loadable on its own): with a zero learning rate the run ends there."""
+    import optax
+
+    from ffjord._train import run_training
+
+    key, init, train = getkey(), getkey(), data(getkey(), 1024)
+    options = warm_start_options(key)
+    frozen = run_training(
+        key, small_dist(init), train, run_dir=tmp_path / "a", optimizer=optax.sgd(0.0), **options
+    )
+    warmed = ffjord.load(tmp_path / "a" / "warm-start")
+    assert params_equal(frozen.dist, warmed)
+    assert not params_equal(warmed, small_dist(init))  # the warm start trained
+    warm_rows = (tmp_path / "a" / "warm-start" / "metrics.jsonl").read_text().splitlines()
+    assert len(warm_rows) == 4 and "validation_loss" in json.loads(warm_rows[0])
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["warm_start"] == {
+        "epochs": 4,
+        "batch_size": 64,
+        "loss": ffjord.FlowMatching().to_config(),
+    }
+    moving = run_training(key, small_dist(init), train, **options)  # no run directory
+    assert not params_equal(moving.dist, warmed)
+    first_nll = moving.history[0]["validation_nll"]
+    fresh = run_training(key, small_dist(init), train, **{**options, "warm_start": None})
+    assert first_nll < fresh.history[0]["validation_nll"]  # flow matching helped
+
+
+@pytest.mark.parametrize("stop_at", [3, 6])  # during the warm start / during the run
+def test_warm_start_interrupted_and_resumed_equals_a_straight_run(
+    getkey, tmp_path, monkeypatch, stop_at
+):
+    from ffjord._train import run_training
+    from ffjord._trainer import Trainer
+
+    key, init, train = getkey(), getkey(), data(getkey(), 1024)
+    options = warm_start_options(key)
+    straight = run_training(key, small_dist(init), train, run_dir=tmp_path / "a", **options)
+    calls = {"n": 0}
+    run_epoch = Trainer.run_epoch
+
+    def stopping(self, *args):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise Interrupt
+        return run_epoch(self, *args)
+
+    monkeypatch.setattr(Trainer, "run_epoch", stopping)
+    with pytest.raises(Interrupt):
+        run_training(key, small_dist(init), train, run_dir=tmp_path / "b", **options)
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
+    assert (tmp_path / "b" / "checkpoint.eqx").exists() == (stop_at > 4)
+    resumed = run_training(
+        key, small_dist(init), train, run_dir=tmp_path / "b", resume=True, **options
+    )
+    assert without_timings(resumed.history) == without_timings(straight.history)
+    assert params_equal(resumed.dist, straight.dist)
+    for name in ("warm-start/metrics.jsonl", "metrics.jsonl"):
+        rows = [json.loads(r) for r in (tmp_path / "b" / name).read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))

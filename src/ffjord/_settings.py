@@ -20,7 +20,7 @@ from ._keys import as_typed_key, key_bits
 from ._objectives import COUPLINGS, AbstractObjective, FlowMatching, MaximumLikelihood
 from ._spec import ADJOINTS, SOLVERS, make_adjoint
 from ._trace import ExactTrace, HutchinsonTrace
-from ._train import Names, check_validation, fit_size
+from ._train import Names, WarmStart, check_validation, fit_size
 from ._trainer import Trainer
 from ._vector_field import ACTIVATIONS, MLPField
 
@@ -59,6 +59,7 @@ TUTORIAL: dict[str, Any] = {
     "checkpoints": None,
     "logit": 0.0,
     "objective": "likelihood",
+    "warm_start": 0,
     "coupling": "independent",
     "kinetic": 0.0,
     "jacobian_frobenius": 0.0,
@@ -88,7 +89,7 @@ FLOW_MATCHING: dict[str, Any] = {
     "schedule": "cosine",
 }
 OBJECTIVE_OPTIONS = {
-    "likelihood": ("kinetic", "jacobian_frobenius"),
+    "likelihood": ("kinetic", "jacobian_frobenius", "warm_start"),
     "flow-matching": ("coupling",),
 }
 SIMULATIONS = {"n_train": 10_000, "n_test": 2_000}  # built-in simulators: pairs drawn
@@ -164,10 +165,18 @@ def validate_options(cfg: dict[str, Any]) -> None:
                 f"--checkpoints applies to --adjoint backprop, not {cfg['adjoint']} "
                 "(backsolve keeps no checkpoints)"
             )
+    warm = cfg.get("warm_start", 0)  # runs made before it have none
+    if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
+        raise InputError(f"--warm-start must be a non-negative integer (0: off), got {warm!r}")
     if cfg["objective"] == "flow-matching" and cfg["blocks"] != 1:
         raise InputError(
             f"flow matching trains a single FFJORD block, but --blocks is {cfg['blocks']}; "
             "use --blocks 1"
+        )
+    if warm and cfg["blocks"] != 1:
+        raise InputError(
+            f"--warm-start trains by flow matching, which trains a single FFJORD block, but "
+            f"--blocks is {cfg['blocks']}; use --blocks 1"
         )
 
 
@@ -249,6 +258,7 @@ WIDE_ABOVE = 16  # data columns beyond which the field is wider and more regular
 MANY_CONDITIONS = 32  # condition columns beyond which (and beyond 2 d) they are projected
 CONTEXT_FEATURES = 32  # the learned linear features of many conditions (`ProjectedContext`)
 MANY_CONDITIONS_STEPS = 25_000  # flow matching's steps for many conditions (200 epochs of 9k)
+WARM_START_LR = 3e-3  # flow matching's learning rate before likelihood training
 JVP_TRACE_UP_TO = 16  # a field without a closed-form trace (> 3 layers): exact up to this d
 
 
@@ -307,6 +317,19 @@ def new_settings(given: dict[str, Any]) -> dict[str, Any]:
             )
         describe_data(cfg)  # standardise the logits instead
     return cfg
+
+
+def make_warm_start(cfg: dict[str, Any]) -> WarmStart | None:
+    """The flow-matching stage before likelihood training (`warm_start` epochs; None when
+    0): flow matching's batches of 64 at learning rate `WARM_START_LR`, decaying like the
+    run's, independent coupling for conditional data."""
+    epochs = cfg.get("warm_start", 0)  # runs made before it have none
+    if not epochs:
+        return None
+    batch = FLOW_MATCHING["batch_size"]
+    stage = {**cfg, "epochs": epochs, "lr": WARM_START_LR, "batch_size": batch}
+    coupling = "independent" if cfg.get("context_dims") else FLOW_MATCHING["coupling"]
+    return WarmStart(epochs, FlowMatching(coupling=coupling), make_optimizer(stage), batch)
 
 
 def make_objective(cfg: dict[str, Any]) -> AbstractObjective:

@@ -283,6 +283,12 @@ class Trainer:
             bad_epochs=zero,
         )
 
+    def start_from(self, state: TrainState, dist: TransformedDistribution) -> TrainState:
+        """`state` (not yet trained) with the trainable arrays of `dist`, a model of the
+        same structure (e.g. a warm start's), as its parameters."""
+        params = eqx.filter(dist, self.filter_spec)
+        return eqx.tree_at(lambda s: (s.params, s.best_params), state, (params, params))
+
     def model(self, state: TrainState) -> TransformedDistribution:
         """The distribution with the state's current parameters (this process' copy)."""
         _, static = eqx.partition(self.dist, self.filter_spec)

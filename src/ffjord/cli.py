@@ -37,6 +37,7 @@ from ._settings import (
     load_data,
     make_objective,
     make_optimizer,
+    make_warm_start,
     new_settings,
     split_columns,
     train_key,
@@ -112,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         "--objective",
         choices=OBJECTIVES,
         help="likelihood (default) or flow-matching (its own defaults: one wide block; see README)",
+    )
+    t.add_argument(
+        "--warm-start",
+        dest="warm_start",
+        type=int,
+        help="likelihood: N epochs of flow matching first, then likelihood training from "
+        "there (0: none; needs --blocks 1; chosen for conditional data, see docs/DEFAULTS.md)",
     )
     t.add_argument(
         "--coupling", choices=COUPLINGS, help="flow matching: ot (default) or independent"
@@ -332,6 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             settings=cfg,
             names=CLI_NAMES,
             started=started,
+            warm_start=make_warm_start(cfg),
         )
     except KeyboardInterrupt:
         saved = _saved_epoch(run, dist)  # what is on disk, wherever Ctrl-C landed
