@@ -15,6 +15,7 @@ from test_cli_errors import QUIET, check, cli, trained_run  # noqa: E402, F401
 from test_conditional import conditional_pairs, pairs_through_one_statistic  # noqa: E402
 
 SMALL = ["--epochs", "8", "--blocks", "1", "--hidden", "16", "--batch-size", "128"]
+SMALL += ["--warm-start", "20"]  # 20 epochs of flow matching first
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +282,15 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     assert raw["context_features"] == 0 and "context_features" not in raw["chosen_for_data"]
     few = new_settings({"data": str(many), "context_dims": 32})  # 32 columns: not many
     assert (few["objective"], few["context_features"]) == ("likelihood", 0)
+    # 10 data columns (8 of the conditions now count as data), 32 conditions: one block,
+    # warmed by 25,000 flow-matching steps (400 epochs at most) on 1,620 fitted rows
+    assert (few["blocks"], few["warm_start"]) == (1, 400)
+    assert {"blocks", "warm_start", "epochs", "lr"} <= set(few["chosen_for_data"])
+    assert asked["warm_start"] == 0  # many conditions: no warm start by default
+    cold = new_settings({"data": str(many), "context_dims": 32, "warm_start": 0})
+    assert (cold["blocks"], cold["warm_start"]) == (1, 0)
+    assert "warm_start" not in cold["chosen_for_data"]
+    flat = tmp_path / "flat.npy"  # 2 data columns, 8 conditions: two blocks, no warm start
+    np.save(flat, np.concatenate([y, c[:, :8]], axis=1).astype(np.float32))
+    two_d = new_settings({"data": str(flat), "context_dims": 8})
+    assert (two_d["objective"], two_d["blocks"], two_d["warm_start"]) == ("likelihood", 2, 0)

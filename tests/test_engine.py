@@ -385,7 +385,7 @@ def test_warm_start_is_the_starting_point_of_the_run(getkey, tmp_path):
     warm_rows = (tmp_path / "a" / "warm-start" / "metrics.jsonl").read_text().splitlines()
     assert len(warm_rows) == 4 and "validation_loss" in json.loads(warm_rows[0])
     config = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert config["warm_start"] == {
+    assert config["warm_start_stage"] == {
         "epochs": 4,
         "batch_size": 64,
         "loss": ffjord.FlowMatching().to_config(),

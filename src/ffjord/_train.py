@@ -286,7 +286,7 @@ def run_training(
             "train_sha256": _digest(train, ctx),
         }
         if warm_start is not None:
-            config["warm_start"] = warm_start.to_config()
+            config["warm_start_stage"] = warm_start.to_config()
         if val is not None and trainer.objective.validation_metric != "nll":
             config["validation_metric"] = trainer.objective.validation_metric  # runs before: nll
         saved = None
