@@ -289,3 +289,47 @@ def test_resume_with_more_epochs_equals_straight_run(background, reference):
     assert json.loads((resumed / "config.json").read_text())["epochs"] == 3
     assert compared(metrics(resumed)) == compared(metrics(straight))
     assert compared(metrics(straight)) == compared(reference[:3])
+
+
+def test_ctrl_c_during_the_warm_start_saves_it_and_resumes(env, tmp_path):
+    out = tmp_path / "run"
+    warm = out / "warm-start"
+    args = train_cmd(out, "--warm-start", "60", "--epochs", "1")[3:]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_ENTRY, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not (warm / "checkpoint.eqx").exists():
+            assert proc.poll() is None, "the run ended before its first warm-start epoch"
+            time.sleep(0.003)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, lines
+    assert "the warm start's checkpoint of epoch" in lines[0] and str(warm) in lines[0]
+    assert f"ffjord train --out {out} --resume" in lines[0]
+    assert not (out / "checkpoint.eqx").exists()
+    ckpt = warm_start_epoch(warm)
+    assert 1 <= ckpt < 60, "Ctrl-C came too late to test resuming the warm start"
+    assert [r["epoch"] for r in metrics(warm)] == list(range(1, len(metrics(warm)) + 1))
+
+    train(env, out, "--resume")
+    assert warm_start_epoch(warm) == len(metrics(warm)) == 60
+    assert checkpoint_epoch(out) == len(metrics(out)) == 1
+    assert temp_files(out) == [] and temp_files(warm) == []
+
+
+def warm_start_epoch(warm: Path) -> int:
+    """The epoch of a warm start's checkpoint (its run directory has the engine's config)."""
+    from ffjord._run import open_run
+
+    return int(open_run(warm)[3].epoch)

@@ -43,7 +43,7 @@ from ._settings import (
     train_key,
     validate_options,
 )
-from ._train import run_training
+from ._train import WARM_START_DIR, run_training
 from ._trainer import Trainer, TrainingDiverged, TrainState, transform
 from ._vector_field import ACTIVATIONS
 from ._version import __version__
@@ -344,11 +344,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         saved = _saved_epoch(run, dist)  # what is on disk, wherever Ctrl-C landed
-        done = (
-            f"the checkpoint of epoch {saved} is saved in {run.path}"
-            if saved
-            else "no epoch had finished"
-        )
+        warm = RunDir(run.path / WARM_START_DIR)
+        warmed = 0 if saved else _saved_epoch(warm, dist)
+        if saved:
+            done = f"the checkpoint of epoch {saved} is saved in {run.path}"
+        elif warmed:
+            done = f"the warm start's checkpoint of epoch {warmed} is saved in {warm.path}"
+        else:
+            done = "no epoch had finished"
         print(
             f"ffjord: interrupted; {done}; continue with: ffjord train --out {run.path} --resume",
             file=sys.stderr,
