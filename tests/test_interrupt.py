@@ -249,17 +249,17 @@ def test_sigkill_at_random_moments_then_resume(env, background, tmp_path):
     print("\n".join(kills))
 
 
-def test_ctrl_c_saves_and_resumes(env, reference, tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-c", CTRL_C_ENTRY, *train_cmd(out, "--epochs", "40")[3:]]
+def ctrl_c_after(env: dict[str, str], ready: Path, out: Path, *args: str) -> list[str]:
+    """Start `ffjord train --out out ARGS`, press Ctrl-C once `ready` exists, and return
+    its stderr's lines: exactly one, exit status 130, no traceback."""
+    cmd = [sys.executable, "-c", CTRL_C_ENTRY, *train_cmd(out, *args)[3:]]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # The first epoch has finished once its checkpoint is saved (metrics come first).
-        while not (out / "checkpoint.eqx").exists():
-            assert proc.poll() is None, "the run ended before its first epoch"
+        while not ready.exists():
+            assert proc.poll() is None, f"the run ended before {ready} was written"
             time.sleep(0.003)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        _, stderr = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -268,6 +268,13 @@ def test_ctrl_c_saves_and_resumes(env, reference, tmp_path):
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, lines
+    return lines
+
+
+def test_ctrl_c_saves_and_resumes(env, reference, tmp_path):
+    out = tmp_path / "run"
+    # The first epoch has finished once its checkpoint is saved (metrics come first).
+    lines = ctrl_c_after(env, out / "checkpoint.eqx", out, "--epochs", "40")
     assert lines[0].startswith("ffjord: interrupted"), lines[0]
     assert f"ffjord train --out {out} --resume" in lines[0]
     ckpt, _ = assert_consistent(out)
@@ -294,27 +301,7 @@ def test_resume_with_more_epochs_equals_straight_run(background, reference):
 def test_ctrl_c_during_the_warm_start_saves_it_and_resumes(env, tmp_path):
     out = tmp_path / "run"
     warm = out / "warm-start"
-    args = train_cmd(out, "--warm-start", "60", "--epochs", "1")[3:]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_ENTRY, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        while not (warm / "checkpoint.eqx").exists():
-            assert proc.poll() is None, "the run ended before its first warm-start epoch"
-            time.sleep(0.003)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in stderr, lines
+    lines = ctrl_c_after(env, warm / "checkpoint.eqx", out, "--warm-start", "60", "--epochs", "1")
     assert "the warm start's checkpoint of epoch" in lines[0] and str(warm) in lines[0]
     assert f"ffjord train --out {out} --resume" in lines[0]
     assert not (out / "checkpoint.eqx").exists()
