@@ -4,7 +4,7 @@ model and optimiser a configuration describes."""
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import jax
 import jax.numpy as jnp
@@ -252,9 +252,7 @@ def data_defaults(
             lr=2e-3,
         )
     if objective == "flow-matching":
-        chosen.update(FLOW_MATCHING)
-        if context_dims:
-            chosen["coupling"] = "independent"  # OT pairing ignores the conditions
+        chosen.update(FLOW_MATCHING, coupling=coupling_for(context_dims))
         if many:
             batch = FLOW_MATCHING["batch_size"]
             epochs = _epochs_for(FLOW_MATCHING_STEPS, fitted, batch)
@@ -345,8 +343,14 @@ def make_warm_start(cfg: dict[str, Any]) -> WarmStart | None:
         return None
     batch = min(FLOW_MATCHING["batch_size"], cfg["batch_size"])
     stage = {**cfg, "epochs": epochs, "lr": WARM_START_LR, "batch_size": batch}
-    coupling = "independent" if cfg.get("context_dims") else FLOW_MATCHING["coupling"]
-    return WarmStart(epochs, FlowMatching(coupling=coupling), make_optimizer(stage), batch)
+    objective = FlowMatching(coupling=coupling_for(cfg.get("context_dims", 0)))
+    return WarmStart(epochs, objective, make_optimizer(stage), batch)
+
+
+def coupling_for(context_dims: int) -> Literal["independent", "ot"]:
+    """Flow matching's coupling by default: OT pairing, but independent for conditional
+    data (OT pairs base and data points regardless of their conditions)."""
+    return "independent" if context_dims else cast(Literal["ot"], FLOW_MATCHING["coupling"])
 
 
 def make_objective(cfg: dict[str, Any]) -> AbstractObjective:
