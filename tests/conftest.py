@@ -18,3 +18,58 @@ def getkey():
     counter = itertools.count()
     base = jax.random.key(1234)
     return lambda: jax.random.fold_in(base, next(counter))
+
+
+def run_settings(run_dir) -> dict:
+    """A run's `ffjord train` settings (`ffjord._settings.flag_values`) with what its data
+    show (`n_train`, `dim`, ...) and its standardisation (`standardize`), flat, for tests."""
+    import json
+    from pathlib import Path
+
+    from ffjord._settings import flag_values
+
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    flat = {**config, **config["data"], **flag_values(config)}
+    flat["data"] = config["data"]["name"]
+    flat["objective_config"] = config["objective"]
+
+    def affine(node):
+        if node["type"] == "Affine":
+            return {"shift": node["shift"], "scale": node["scale"]}
+        for inner in node.get("bijectors", []) + ([node["bijector"]] if "bijector" in node else []):
+            found = affine(inner)
+            if found:
+                return found
+        return None
+
+    flat["standardize"] = affine(config["model"]["bijector"])
+    return flat
+
+
+def checkpoint_state(run_dir):
+    """The whole checkpoint (optimiser state included) of a run made by `ffjord train`."""
+    from pathlib import Path
+
+    from ffjord._run import RunDir
+    from ffjord._settings import (
+        build_model,
+        flag_values,
+        objective_of,
+        train_key,
+        training_options,
+    )
+    from ffjord._source import DataSource
+    from ffjord._trainer import Trainer
+
+    run = RunDir(Path(run_dir))
+    config = run.require()
+    cfg, source = flag_values(config), DataSource.from_config(config["data"])
+    train, _ = source.load()
+    steps = max(config["sizes"]["train"] // cfg["batch_size"], 1)
+    trainer = Trainer(
+        build_model(cfg, source, train),
+        objective=objective_of(cfg),
+        batch_size=cfg["batch_size"],
+        optimizer=training_options(cfg).make_optimizer(steps),
+    )
+    return run, run.load_checkpoint(trainer.init(train_key(cfg)))

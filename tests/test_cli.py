@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_settings
 from PIL import Image
 
 import ffjord
 from ffjord import datasets
-from ffjord._settings import build_model, describe_data
+from ffjord._settings import build_model, new_settings
 from ffjord.cli import main
 
 TINY = ["--blocks", "1", "--hidden", "8", "--batch-size", "512", "--quiet"]
@@ -27,8 +28,8 @@ def moons_run(tmp_path_factory):
 def test_train_writes_the_run_directory(moons_run, capsys):
     for name in ["config.json", "checkpoint.eqx", "metrics.jsonl"]:
         assert (moons_run / name).is_file()
-    cfg = json.loads((moons_run / "config.json").read_text())
-    assert cfg["format_version"] == 2 and cfg["data"] == "moons" and cfg["epochs"] == 2
+    cfg = run_settings(moons_run)
+    assert cfg["format_version"] == 3 and cfg["data"] == "moons" and cfg["epochs"] == 2
     records = [json.loads(line) for line in (moons_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
@@ -58,10 +59,11 @@ def test_evaluate_agrees_with_density_and_metrics(moons_run, tmp_path, capsys):
     assert lp.shape == (500,)
     assert -lp.mean() == pytest.approx(result["nll"], rel=1e-5)
     # Held-out NLL of the run's own test set equals evaluate on that set.
-    cfg = json.loads((moons_run / "config.json").read_text())
-    from ffjord._settings import load_data
+    from ffjord._source import DataSource
 
-    _, test = load_data(cfg)
+    _, test = DataSource.from_config(
+        json.loads((moons_run / "config.json").read_text())["data"]
+    ).load()
     np.save(tmp_path / "test.npy", test)
     capsys.readouterr()
     assert main(["evaluate", str(moons_run), "--data", str(tmp_path / "test.npy")]) == 0
@@ -89,7 +91,7 @@ def test_user_csv_is_standardised_and_nll_in_data_units(tmp_path, capsys):
     np.savetxt(csv, data, delimiter=",", header="a,b", comments="")
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--data", str(csv), "--epochs", "3", *TINY]) == 0
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = run_settings(out)
     assert cfg["n_train"] == 2700 and cfg["n_test"] == 300 and cfg["standardize"]
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(csv)]) == 0
@@ -99,10 +101,12 @@ def test_user_csv_is_standardised_and_nll_in_data_units(tmp_path, capsys):
 
 
 def test_standardisation_log_det_is_included(tmp_path):
-    cfg = describe_data(
-        {**ffjord._settings.TUTORIAL, "blocks": 1, "data": str(_gauss_file(tmp_path))}
-    )
-    dist = build_model(cfg)
+    cfg, source, train, _ = new_settings({"blocks": 1, "data": str(_gauss_file(tmp_path))})
+    dist = build_model(cfg, source, train)
+    cfg["standardize"] = {
+        "shift": dist.bijector.bijectors[1].shift,
+        "scale": dist.bijector.bijectors[1].scale,
+    }
     inner = ffjord.TransformedDistribution(dist.base, dist.bijector.bijectors[0])
     shift = jnp.asarray(cfg["standardize"]["shift"])
     scale = jnp.asarray(cfg["standardize"]["scale"])
@@ -131,7 +135,7 @@ def test_digits_train_with_the_documented_split_and_image_figure(tmp_path, capsy
     out = tmp_path / "digits"
     argv = ["train", "--out", str(out), "--data", "digits", "--epochs", "1", *TINY]
     assert main([*argv, "--batch-size", "500", "--trace", "hutchinson"]) == 0
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = run_settings(out)
     assert (cfg["dim"], cfg["n_train"], cfg["n_test"]) == (64, 1500, 297)
     assert cfg["chosen_for_data"]  # 64-D data: the settings chosen for data files
     with Image.open(out / "figures" / "samples.png") as image:
@@ -140,20 +144,20 @@ def test_digits_train_with_the_documented_split_and_image_figure(tmp_path, capsy
     assert main(["sample", str(out), "-n", "7", "-o", str(tmp_path / "s.npy")]) == 0
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (7, 64) and np.all(np.isfinite(samples))
-    assert "data_range" not in cfg  # unconditional: draws are not kept to a 64-D box
+    assert cfg.get("data_range") is None  # unconditional: draws are not kept to a 64-D box
 
 
 def test_settings_chosen_for_64_dimensional_data():
     from ffjord._settings import new_settings
 
-    cfg = new_settings({"data": "digits", "seed": 0})
+    cfg = new_settings({"data": "digits", "seed": 0})[0]
     chosen = {k: cfg[k] for k in ("hidden", "lr", "weight_decay", "trace", "layers")}
     assert chosen == {"hidden": 128, "lr": 1e-2, "weight_decay": 1.0, "trace": "exact", "layers": 3}
     assert {"hidden", "lr", "weight_decay", "trace"} <= set(cfg["chosen_for_data"])
-    deep = new_settings({"data": "digits", "seed": 0, "layers": 5})  # no closed-form trace
+    deep = new_settings({"data": "digits", "seed": 0, "layers": 5})[0]  # no closed-form trace
     assert deep["trace"] == "hutchinson" and "trace" in deep["chosen_for_data"]
-    asked = new_settings({"data": "digits", "seed": 0, "layers": 5, "trace": "exact"})
+    asked = new_settings({"data": "digits", "seed": 0, "layers": 5, "trace": "exact"})[0]
     assert asked["trace"] == "exact" and "trace" not in asked["chosen_for_data"]
-    arcs = new_settings({"data": "arcs", "seed": 0})  # 2 data columns
+    arcs = new_settings({"data": "arcs", "seed": 0})[0]  # 2 data columns
     chosen = {k: arcs[k] for k in ("hidden", "lr", "weight_decay", "trace")}
     assert chosen == {"hidden": 64, "lr": 5e-3, "weight_decay": 0.1, "trace": "exact"}

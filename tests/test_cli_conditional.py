@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_settings
 
 from ffjord import simulators
 from ffjord.cli import main
@@ -36,7 +37,7 @@ def conditional_run(pairs_file) -> Path:
 
 
 def test_round_trip_train_evaluate_density_sample(conditional_run, tmp_path, capsys):
-    cfg = json.loads((conditional_run / "config.json").read_text())
+    cfg = run_settings(conditional_run)
     assert cfg["dim"] == 2 and cfg["context_dims"] == 1
     assert cfg["model"]["bijector"]["type"] == "StandardizedContext"
     assert (conditional_run / "figures" / "conditional.png").exists()
@@ -84,7 +85,7 @@ def test_the_arcs_simulator_learns_its_known_posterior(tmp_path, capsys):
             "--quiet", "--no-figures"]  # fmt: skip
     code, _, _ = cli(capsys, *argv)
     assert code == 0
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = run_settings(out)
     assert cfg["context_dims"] == 2 and cfg["n_train"] == 10_000
     observation = np.array([1.5, 0.5])
     code, _, _ = cli(capsys, "sample", out, "-n", "2000", "--context", "1.5,0.5",
@@ -172,8 +173,9 @@ def test_runs_from_before_conditional_flows_still_open(trained_run, tmp_path, ca
 
     old = Path(shutil.copytree(trained_run, tmp_path / "old"))
     cfg = json.loads((old / "config.json").read_text())
-    for key in ("context_dims", "context_standardize", "chosen_for_data"):
-        cfg.pop(key, None)
+    for key in ("context_dims", "data_range"):
+        cfg["data"].pop(key, None)
+    cfg.pop("chosen_for_data")
     (old / "config.json").write_text(json.dumps(cfg))
     code, out, err = cli(capsys, "sample", old, "-n", "5", "-o", tmp_path / "s.npy")
     assert code == 0, err
@@ -188,15 +190,16 @@ def test_sample_keeps_draws_within_the_training_data_range(
     from ffjord import datasets
 
     train, _ = datasets.split_holdout(np.load(pairs_file), 0.1, 0)
-    cfg = json.loads((conditional_run / "config.json").read_text())
+    cfg = run_settings(conditional_run)
     np.testing.assert_allclose(cfg["data_range"]["low"], train[:, :2].min(axis=0))
     np.testing.assert_allclose(cfg["data_range"]["high"], train[:, :2].max(axis=0))
     run = tmp_path / "run"
     shutil.copytree(conditional_run, run)
     # A narrower recorded range: about a quarter of the draws at condition 700 (around
     # (2, -2), sd 0.3) fall inside it, so most must be redrawn.
-    cfg["data_range"] = {"low": [2.0, -3.0], "high": [3.0, -2.0]}
-    (run / "config.json").write_text(json.dumps(cfg))
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["data_range"] = {"low": [2.0, -3.0], "high": [3.0, -2.0]}
+    (run / "config.json").write_text(json.dumps(config))
     conditions = tmp_path / "conditions.npy"
     np.save(conditions, np.array([[700.0], [690.0]], np.float32))
     for args, shape in ((["--context", "700"], (400, 2)), (["--context", conditions], (2, 400, 2))):
@@ -210,8 +213,9 @@ def test_sample_keeps_draws_within_the_training_data_range(
     kept = np.load(tmp_path / "all.npy")
     assert 0.1 < np.mean(np.all((kept >= [2, -3]) & (kept <= [3, -2]), axis=1)) < 0.6
 
-    cfg["data_range"] = {"low": [50.0, 50.0], "high": [51.0, 51.0]}  # nothing falls there
-    (run / "config.json").write_text(json.dumps(cfg))
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["data_range"] = {"low": [50.0, 50.0], "high": [51.0, 51.0]}  # nothing there
+    (run / "config.json").write_text(json.dumps(config))
     code, _, err = cli(capsys, "sample", run, "-n", "100", "--context", conditions,
                        "-o", tmp_path / "none.npy")  # fmt: skip
     assert code == 2 and err.count("\n") == 1
@@ -232,7 +236,7 @@ def test_a_projected_condition_round_trips(tmp_path, capsys):
                        "--context-features", "2", "--objective", "likelihood", *SMALL,
                        "--quiet")  # fmt: skip
     assert code == 0, err
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = run_settings(out)
     assert cfg["context_features"] == 2
     inner = cfg["model"]["bijector"]["bijector"]
     assert (inner["type"], inner["context_dim"], inner["features"]) == ("ProjectedContext", 40, 2)
@@ -266,7 +270,7 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     y, c = pairs_through_one_statistic(2000, 0, k=40)
     many = tmp_path / "many.npy"
     np.save(many, np.concatenate([y, c], axis=1).astype(np.float32))
-    cfg = new_settings({"data": str(many), "context_dims": 40})
+    cfg = new_settings({"data": str(many), "context_dims": 40})[0]
     assert (cfg["objective"], cfg["context_features"], cfg["coupling"]) == (
         "flow-matching",
         32,
@@ -274,23 +278,23 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     )
     assert cfg["test_every"] == cfg["epochs"] and cfg["lr"] == 3e-3
     assert {"objective", "context_features", "test_every"} <= set(cfg["chosen_for_data"])
-    asked = new_settings({"data": str(many), "context_dims": 40, "objective": "likelihood"})
+    asked = new_settings({"data": str(many), "context_dims": 40, "objective": "likelihood"})[0]
     assert (asked["objective"], asked["blocks"], asked["context_features"]) == ("likelihood", 2, 32)
-    longer = new_settings({"data": str(many), "context_dims": 40, "epochs": 500})
+    longer = new_settings({"data": str(many), "context_dims": 40, "epochs": 500})[0]
     assert longer["test_every"] == 500  # still the end of the run only
-    raw = new_settings({"data": str(many), "context_dims": 40, "context_features": 0})
+    raw = new_settings({"data": str(many), "context_dims": 40, "context_features": 0})[0]
     assert raw["context_features"] == 0 and "context_features" not in raw["chosen_for_data"]
-    few = new_settings({"data": str(many), "context_dims": 32})  # 32 columns: not many
+    few = new_settings({"data": str(many), "context_dims": 32})[0]  # 32 columns: not many
     assert (few["objective"], few["context_features"]) == ("likelihood", 0)
     # 10 data columns (8 of the conditions now count as data), 32 conditions: one block,
     # warmed by 25,000 flow-matching steps (400 epochs at most) on 1,620 fitted rows
     assert (few["blocks"], few["warm_start"]) == (1, 400)
     assert {"blocks", "warm_start", "epochs", "lr"} <= set(few["chosen_for_data"])
     assert asked["warm_start"] == 0  # many conditions: no warm start by default
-    cold = new_settings({"data": str(many), "context_dims": 32, "warm_start": 0})
+    cold = new_settings({"data": str(many), "context_dims": 32, "warm_start": 0})[0]
     assert (cold["blocks"], cold["warm_start"]) == (1, 0)
     assert "warm_start" not in cold["chosen_for_data"]
     flat = tmp_path / "flat.npy"  # 2 data columns, 8 conditions: two blocks, no warm start
     np.save(flat, np.concatenate([y, c[:, :8]], axis=1).astype(np.float32))
-    two_d = new_settings({"data": str(flat), "context_dims": 8})
+    two_d = new_settings({"data": str(flat), "context_dims": 8})[0]
     assert (two_d["objective"], two_d["blocks"], two_d["warm_start"]) == ("likelihood", 2, 0)

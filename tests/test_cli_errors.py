@@ -23,11 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import checkpoint_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ffjord._run import RunDir
-from ffjord._settings import make_trainer, train_key
 from ffjord.cli import main
 
 TINY = ["--epochs", "1", "--blocks", "1", "--hidden", "4", "--batch-size", "1024"]
@@ -432,7 +431,7 @@ def test_config_wrong_format_version(capsys, run_copy, tmp_path):
     check(
         capsys,
         ["sample", run_copy, "-n", "5", "-o", tmp_path / "s.npy"],
-        "has format version 99; this ffjord reads version 2",
+        "has format version 99; this ffjord reads versions 2 and 3",
         keep=[run_copy, tmp_path / "s.npy"],
     )
 
@@ -448,7 +447,10 @@ def test_config_incomplete(capsys, run_copy):
 def test_config_with_bad_value(capsys, run_copy, files):
     path = run_copy / "config.json"
     cfg = json.loads(path.read_text())
-    cfg["hidden"] = "four"
+    node = cfg["model"]["bijector"]
+    while node["type"] != "FFJORD":  # the first block
+        node = node["bijectors"][0] if "bijectors" in node else node["bijector"]
+    node["field"]["hidden"] = "four"
     path.write_text(json.dumps(cfg))
     check(
         capsys,
@@ -462,7 +464,7 @@ def test_run_data_file_gone(capsys, run_copy):
     # A run trained on a user's file whose file has since been deleted.
     path = run_copy / "config.json"
     cfg = json.loads(path.read_text())
-    cfg["data"] = str(run_copy / "deleted.npy")
+    cfg["data"]["name"] = str(run_copy / "deleted.npy")
     path.write_text(json.dumps(cfg))
     check(capsys, ["plot", run_copy], "deleted.npy no longer exists", keep=[run_copy])
 
@@ -491,9 +493,7 @@ def test_float32_checkpoint_is_not_called_corrupt(capsys, run_copy, files):
     """No false alarm: a run saved in JAX's 32-bit mode (the CLI's default) opens when
     float64 is enabled, as in this test session (JAX_ENABLE_X64 users)."""
     assert jax.config.read("jax_enable_x64")
-    run = RunDir(run_copy)
-    cfg = run.require()
-    state = run.load_checkpoint(make_trainer(cfg).init(train_key(cfg)))
+    run, state = checkpoint_state(run_copy)
     narrow = lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
     run.save_checkpoint(jax.tree.map(narrow, state))
     code, out, err = cli(capsys, "evaluate", run_copy, "--data", files / "good.npy")

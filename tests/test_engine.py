@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_settings
 
 import ffjord
 from ffjord.cli import main
@@ -122,7 +123,7 @@ def test_early_stopping_keeps_the_best_epoch(getkey, tmp_path):
 
 def test_early_stopping_options_are_checked(getkey):
     dist, train = small_dist(getkey()), data(getkey(), 256)
-    with pytest.raises(ffjord.InputError, match="patience needs a validation split"):
+    with pytest.raises(ffjord.InputError, match="patience needs a held-out split"):
         ffjord.fit(getkey(), dist, train, patience=3)
     with pytest.raises(ffjord.InputError, match=r"validation must be a fraction in \[0, 1\)"):
         ffjord.fit(getkey(), dist, train, validation=1.5)
@@ -189,8 +190,8 @@ def test_cli_flow_matching_with_ot_and_rnode_runs(tmp_path, capsys):
     argv = ["train", "--out", str(fm), "--objective", "flow-matching", "--hidden", "8",
             "--layers", "3", "--epochs", "2", "--no-figures", "--quiet"]  # fmt: skip
     assert main(argv) == 0
-    cfg = json.loads((fm / "config.json").read_text())
-    assert cfg["loss"] == {"name": "flow-matching", "coupling": "ot", "sigma": 0.0}
+    cfg = run_settings(fm)
+    assert cfg["objective_config"] == {"name": "flow-matching", "coupling": "ot", "sigma": 0.0}
     assert cfg["blocks"] == 1 and cfg["schedule"] == "cosine"  # flow matching's defaults
     assert cfg["batch_size"] == 64 and cfg["activation"] == "silu"
     rows = [json.loads(line) for line in (fm / "metrics.jsonl").read_text().splitlines()]
@@ -198,8 +199,8 @@ def test_cli_flow_matching_with_ot_and_rnode_runs(tmp_path, capsys):
     assert math.isfinite(rows[-1]["test_nll"])
     independent = tmp_path / "fm_independent"
     assert main([*argv[:2], str(independent), *argv[3:], "--coupling", "independent"]) == 0
-    cfg = json.loads((independent / "config.json").read_text())
-    assert cfg["loss"]["coupling"] == "independent"
+    cfg = run_settings(independent)
+    assert cfg["objective_config"]["coupling"] == "independent"
     rn = tmp_path / "rnode"
     argv = ["train", "--out", str(rn), "--epochs", "1", "--kinetic", "0.01",
             "--jacobian-frobenius", "0.01", *TINY]  # fmt: skip
@@ -228,7 +229,7 @@ CLI_ERRORS = [
     (["--jacobian-frobenius", "nan"], "--jacobian-frobenius must be a non-negative number"),
     (["--objective", "flow-matching", "--blocks", "4"], "flow matching trains a single FFJORD"),
     (["--validation", "1"], "--validation must be a fraction in [0, 1), got 1.0"),
-    (["--patience", "5"], "--patience needs a validation split to watch: give --validation"),
+    (["--patience", "5"], "--patience needs a held-out split to watch: give --validation"),
     (["--validation", "0.1", "--patience", "0"], "--patience must be a positive integer, got 0"),
     (["--adjoint", "magic"], "argument --adjoint: invalid choice: 'magic'"),
     (["--weight-decay", "-1"], "--weight-decay must be a non-negative number, got -1.0"),
@@ -270,16 +271,15 @@ def test_bad_python_inputs_are_one_line_errors(getkey):
 
 def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate():
     """AdamW: with a zero gradient every parameter shrinks by lr * weight_decay per step."""
-    from ffjord._settings import TUTORIAL, make_optimizer
+    from ffjord._options import TrainingOptions
 
     params = {"w": jnp.full((3,), 2.0)}
     zero = {"w": jnp.zeros(3)}
     for decay, expected in ((0.0, 2.0), (0.5, 2.0 * (1 - 0.1 * 0.5))):
-        opt = make_optimizer({**TUTORIAL, "lr": 0.1, "weight_decay": decay})
+        opt = TrainingOptions(learning_rate=0.1, weight_decay=decay).make_optimizer(10)
         updates, _ = opt.update(zero, opt.init(params), params)
         assert np.allclose(params["w"] + updates["w"], expected, rtol=1e-6)
-    old_run = {k: v for k, v in TUTORIAL.items() if k != "weight_decay"}  # before the option
-    opt = make_optimizer({**old_run, "lr": 0.1})
+    opt = TrainingOptions(learning_rate=0.1).make_optimizer(10)
     updates, _ = opt.update(zero, opt.init(params), params)
     assert np.allclose(updates["w"], 0.0)
 
@@ -287,7 +287,7 @@ def test_weight_decay_is_decoupled_and_scaled_by_the_learning_rate():
 def test_cli_weight_decay_is_recorded_and_resumes(tmp_path):
     out = tmp_path / "wd"
     assert main(["train", "--out", str(out), "--epochs", "1", "--weight-decay", "0.01", *TINY]) == 0
-    assert json.loads((out / "config.json").read_text())["weight_decay"] == 0.01
+    assert json.loads((out / "config.json").read_text())["training"]["weight_decay"] == 0.01
     argv = ["train", "--out", str(out), "--resume", "--epochs", "2", "--weight-decay", "0.1"]
     assert main([*argv, "--quiet"]) == 2
 
@@ -345,7 +345,7 @@ def test_test_every_measures_the_held_out_nll_every_k_epochs_and_at_the_end(getk
 
 def test_the_kept_epochs_held_out_nll_is_measured_when_test_every_skipped_it(getkey):
     train, test = data(getkey(), 600), data(getkey(), 128)
-    result = ffjord._train.run_training(
+    result = engine(
         getkey(), small_dist(getkey(), hidden=32), train, test_data=test, epochs=30,
         batch_size=60, learning_rate=3e-2, validation=0.1, patience=3, test_every=1000,
         show_progress=False,
@@ -357,13 +357,34 @@ def test_the_kept_epochs_held_out_nll_is_measured_when_test_every_skipped_it(get
     assert result.test_nll == pytest.approx(float(expected), abs=1e-3)
 
 
+def engine(key, dist, data, *, run_dir=None, resume=False, warm_start=None, test_data=None,
+           show_progress=False, **options):  # fmt: skip
+    """The engine (`ffjord._train.run_training`) called with `fit`'s keywords."""
+    from pathlib import Path
+
+    from ffjord._options import TrainingOptions
+    from ffjord._train import Points, RunTarget, run_training
+
+    return run_training(
+        key,
+        dist,
+        Points(data),
+        test=None if test_data is None else Points(test_data),
+        options=TrainingOptions(**options),
+        warm_start=warm_start,
+        run=None if run_dir is None else RunTarget(Path(run_dir), resume),
+        show_progress=show_progress,
+    )
+
+
 def warm_start_options(key):
     """A run of 3 likelihood epochs after a warm start of 4 flow-matching epochs."""
     import optax
 
-    from ffjord._train import WarmStart
+    from ffjord._options import TrainingOptions, WarmStart
 
-    warm = WarmStart(4, ffjord.FlowMatching(), optax.adam(3e-3), batch_size=64)
+    stage = TrainingOptions(epochs=4, batch_size=64, optimizer=optax.adam(3e-3), validation=0.1)
+    warm = WarmStart(ffjord.FlowMatching(), stage)
     return dict(epochs=3, batch_size=128, validation=0.1, show_progress=False, warm_start=warm)
 
 
@@ -372,11 +393,9 @@ def test_warm_start_is_the_starting_point_of_the_run(getkey, tmp_path):
     RUN/warm-start, loadable on its own): with a zero learning rate the run ends there."""
     import optax
 
-    from ffjord._train import run_training
-
     key, init, train = getkey(), getkey(), data(getkey(), 1024)
     options = warm_start_options(key)
-    frozen = run_training(
+    frozen = engine(
         key, small_dist(init), train, run_dir=tmp_path / "a", optimizer=optax.sgd(0.0), **options
     )
     warmed = ffjord.load(tmp_path / "a" / "warm-start")
@@ -385,15 +404,13 @@ def test_warm_start_is_the_starting_point_of_the_run(getkey, tmp_path):
     warm_rows = (tmp_path / "a" / "warm-start" / "metrics.jsonl").read_text().splitlines()
     assert len(warm_rows) == 4 and "validation_loss" in json.loads(warm_rows[0])
     config = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert config["warm_start_stage"] == {
-        "epochs": 4,
-        "batch_size": 64,
-        "loss": ffjord.FlowMatching().to_config(),
-    }
-    moving = run_training(key, small_dist(init), train, **options)  # no run directory
+    assert config["warm_start"]["objective"] == ffjord.FlowMatching().to_config()
+    assert config["warm_start"]["training"]["epochs"] == 4
+    assert config["warm_start"]["training"]["batch_size"] == 64
+    moving = engine(key, small_dist(init), train, **options)  # no run directory
     assert not params_equal(moving.dist, warmed)
     first_nll = moving.history[0]["validation_nll"]
-    fresh = run_training(key, small_dist(init), train, **{**options, "warm_start": None})
+    fresh = engine(key, small_dist(init), train, **{**options, "warm_start": None})
     assert first_nll < fresh.history[0]["validation_nll"]  # flow matching helped
 
 
@@ -401,12 +418,11 @@ def test_warm_start_is_the_starting_point_of_the_run(getkey, tmp_path):
 def test_warm_start_interrupted_and_resumed_equals_a_straight_run(
     getkey, tmp_path, monkeypatch, stop_at
 ):
-    from ffjord._train import run_training
     from ffjord._trainer import Trainer
 
     key, init, train = getkey(), getkey(), data(getkey(), 1024)
     options = warm_start_options(key)
-    straight = run_training(key, small_dist(init), train, run_dir=tmp_path / "a", **options)
+    straight = engine(key, small_dist(init), train, run_dir=tmp_path / "a", **options)
     calls = {"n": 0}
     run_epoch = Trainer.run_epoch
 
@@ -418,12 +434,10 @@ def test_warm_start_interrupted_and_resumed_equals_a_straight_run(
 
     monkeypatch.setattr(Trainer, "run_epoch", stopping)
     with pytest.raises(Interrupt):
-        run_training(key, small_dist(init), train, run_dir=tmp_path / "b", **options)
+        engine(key, small_dist(init), train, run_dir=tmp_path / "b", **options)
     monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
     assert (tmp_path / "b" / "checkpoint.eqx").exists() == (stop_at > 4)
-    resumed = run_training(
-        key, small_dist(init), train, run_dir=tmp_path / "b", resume=True, **options
-    )
+    resumed = engine(key, small_dist(init), train, run_dir=tmp_path / "b", resume=True, **options)
     assert without_timings(resumed.history) == without_timings(straight.history)
     assert params_equal(resumed.dist, straight.dist)
     for name in ("warm-start/metrics.jsonl", "metrics.jsonl"):

@@ -25,9 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import checkpoint_state
 
 from ffjord._run import RunDir
-from ffjord._settings import make_trainer, train_key
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -111,9 +111,7 @@ def checkpoint_epoch(out: Path) -> int:
     run = RunDir(out)
     if not run.checkpoint.exists():
         return 0
-    cfg = run.require()
-    state = run.load_checkpoint(make_trainer(cfg).init(train_key(cfg)))
-    return int(state.epoch)
+    return int(checkpoint_state(out)[1].epoch)
 
 
 def temp_files(out: Path) -> list[Path]:
@@ -293,7 +291,7 @@ def test_resume_with_more_epochs_equals_straight_run(background, reference):
     straight = background["straight3"].result(timeout=4 * TIMEOUT)
     assert [r["epoch"] for r in metrics(resumed)] == [1, 2, 3]
     assert checkpoint_epoch(resumed) == checkpoint_epoch(straight) == 3
-    assert json.loads((resumed / "config.json").read_text())["epochs"] == 3
+    assert json.loads((resumed / "config.json").read_text())["training"]["epochs"] == 3
     assert compared(metrics(resumed)) == compared(metrics(straight))
     assert compared(metrics(straight)) == compared(reference[:3])
 

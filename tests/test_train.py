@@ -156,7 +156,7 @@ def test_only_flow_parameters_train(getkey):
     [
         (dict(epochs=0), "epochs must be a positive integer, got 0"),
         (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
-        (dict(learning_rate=-1.0), "learning_rate must be positive"),
+        (dict(learning_rate=-1.0), "learning_rate must be a positive number, got -1.0"),
         (dict(learning_rate=float("nan")), "learning_rate must be a positive number"),
         (dict(batch_size=10_000), "fewer than one batch"),
     ],

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_settings
 
 import ffjord
 from ffjord._spec import build, describe
@@ -61,7 +62,7 @@ def test_files_in_the_unit_cube_are_modelled_in_logit_space(tmp_path, capsys):
     out = tmp_path / "run"
     small = ["--epochs", "3", "--hidden", "16", "--quiet", "--no-figures"]
     assert main(["train", "--data", str(path), "--out", str(out), *small]) == 0
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = run_settings(out)
     assert cfg["logit"] == 0.01 and "logit" in cfg["chosen_for_data"]
     logits = np.log(0.01 + 0.98 * data) - np.log1p(-(0.01 + 0.98 * data))
     np.testing.assert_allclose(cfg["standardize"]["shift"], logits.mean(axis=0), atol=0.2)
@@ -72,4 +73,4 @@ def test_files_in_the_unit_cube_are_modelled_in_logit_space(tmp_path, capsys):
     assert samples.min() > -0.01 / 0.98 and samples.max() < 0.99 / 0.98  # inside the map's range
     assert main(["train", "--data", str(path), "--out", str(tmp_path / "off"), "--logit", "0",
                  *small]) == 0  # fmt: skip
-    assert json.loads((tmp_path / "off" / "config.json").read_text())["logit"] == 0
+    assert run_settings(tmp_path / "off")["logit"] == 0

@@ -10,7 +10,6 @@ field evaluation a row instead of an ODE solve).
 
 import abc
 import concurrent.futures
-import math
 import os
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
@@ -29,6 +28,7 @@ from ._bijector import (
     SolveStats,
     UnitInterval,
 )
+from ._checks import non_negative_number
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._ffjord import FFJORD
@@ -37,11 +37,8 @@ Metrics = dict[str, Array]
 
 
 def _check_weight(owner: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(f"{owner}: {name} must be a non-negative number, got {value!r}")
-    if value < 0:
-        raise InputError(f"{owner}: {name} must be non-negative, got {value!r}")
-    return float(value)
+    del owner  # the parameter's name says it
+    return non_negative_number(value, name)
 
 
 class AbstractObjective(eqx.Module):

@@ -26,12 +26,13 @@ import numpy as np
 
 from ._distributions import TransformedDistribution
 from ._errors import InputError
+from ._format2 import upgrade
 from ._io import atomic_write, atomic_write_text
 from ._keys import as_typed_key
 from ._spec import build
 from ._trainer import Trainer, TrainState, transform
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 2: ffjord 0.2, read by `_format2.upgrade`
 
 
 def _load_leaf(f, like):
@@ -55,6 +56,7 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.snapshots = self.path / "snapshots"
         self.figures = self.path / "figures"
+        self.upgraded = False  # `require` read a format-2 config (rewritten when resumed)
 
     def require(self) -> dict[str, Any]:
         """Load the configuration of an existing run (one-line error if there is none)."""
@@ -68,20 +70,24 @@ class RunDir:
             cfg = json.loads(self.config.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise InputError(f"{self.config} is corrupt ({err}); it cannot be used") from None
-        if not isinstance(cfg, dict) or cfg.get("format_version") != FORMAT_VERSION:
-            version = cfg.get("format_version") if isinstance(cfg, dict) else None
+        version = cfg.get("format_version") if isinstance(cfg, dict) else None
+        if version not in (2, FORMAT_VERSION):
             raise InputError(
-                f"{self.config} has format version {version!r}; this ffjord reads version "
-                f"{FORMAT_VERSION}"
+                f"{self.config} has format version {version!r}; this ffjord reads versions 2 "
+                f"and {FORMAT_VERSION}"
             )
         try:
+            if version == 2:
+                cfg = upgrade(cfg)
+                self.upgraded = True
             for name in ("dim", "epochs", "batch_size"):
-                if int(cfg[name]) < 1:
+                value = cfg["dim"] if name == "dim" else cfg["training"][name]
+                if int(value) < 1:
                     raise ValueError(f"{name} must be positive")
-            for name in ("model", "loss"):
+            for name in ("model", "objective"):
                 if name not in cfg:
                     raise KeyError(name)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, InputError) as err:
             raise InputError(f"{self.config} is incomplete or corrupt ({err})") from None
         return cfg
 

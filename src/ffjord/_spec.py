@@ -164,22 +164,34 @@ def describe(dist: TransformedDistribution) -> dict[str, Any] | None:
     return {"base": base, "bijector": bijector}
 
 
-def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
+def _count_blocks(spec: dict[str, Any]) -> int:
+    inner = spec.get("bijectors", []) + ([spec["bijector"]] if "bijector" in spec else [])
+    return (spec["type"] == "FFJORD") + sum(_count_blocks(s) for s in inner)
+
+
+class _Keys:
+    """Where a built model's initial arrays come from: the fields of the FFJORD blocks, in
+    forward order, from `split(key, blocks)`; a `ProjectedContext` from `fold_in(key, 2)`."""
+
+    def __init__(self, key: jax.Array, blocks: int):
+        self.fields = iter(jax.random.split(key, max(blocks, 1)))
+        self.projection = jax.random.fold_in(key, 2)
+
+
+def _build_bijector(spec: dict[str, Any], keys: _Keys) -> AbstractBijector:
     kind = spec["type"]
     if kind == "Chain":
-        keys = jax.random.split(key, len(spec["bijectors"]))
-        return Chain([_build_bijector(s, k) for s, k in zip(spec["bijectors"], keys, strict=True)])
+        return Chain([_build_bijector(s, keys) for s in spec["bijectors"]])
     if kind == "Affine":
         return Affine(jnp.asarray(spec["shift"]), jnp.asarray(spec["scale"]))
     if kind == "UnitInterval":
         return UnitInterval(spec["dim"], alpha=spec["alpha"])
     if kind == "StandardizedContext":
-        inner = _build_bijector(spec["bijector"], key)
+        inner = _build_bijector(spec["bijector"], keys)
         return StandardizedContext(inner, jnp.asarray(spec["shift"]), jnp.asarray(spec["scale"]))
     if kind == "ProjectedContext":
-        inner_key, key = jax.random.split(key)
-        inner = _build_bijector(spec["bijector"], inner_key)
-        return ProjectedContext(inner, spec["context_dim"], spec["features"], key=key)
+        inner = _build_bijector(spec["bijector"], keys)
+        return ProjectedContext(inner, spec["context_dim"], spec["features"], key=keys.projection)
     if kind == "FFJORD":
         f = spec["field"]
         if f["type"] != "MLPField":
@@ -190,7 +202,7 @@ def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
             f["layers"],
             context_dim=f["context_dim"],
             activation=f["activation"],
-            key=key,
+            key=next(keys.fields),
         )
         t = spec["trace"]
         trace = (
@@ -214,16 +226,19 @@ def _build_bijector(spec: dict[str, Any], key: jax.Array) -> AbstractBijector:
     raise ValueError(f"unknown bijector type {kind!r}")
 
 
-def build(spec: dict[str, Any]) -> TransformedDistribution:
-    """The model a description gives (trainable arrays freshly initialised).
+def build(spec: dict[str, Any], key: jax.Array | None = None) -> TransformedDistribution:
+    """The model a description gives, its trainable arrays initialised from `key`: the
+    fields of its FFJORD blocks, in forward order, from `jax.random.split(key, blocks)`,
+    a `ProjectedContext`'s weights from `jax.random.fold_in(key, 2)` (default: key 0).
 
     Raises `InputError` for a description that is not valid.
     """
+    key = jax.random.key(0) if key is None else key
     try:
         base = MultivariateNormalDiag(
             jnp.asarray(spec["base"]["loc"]), jnp.asarray(spec["base"]["scale_diag"])
         )
-        bijector = _build_bijector(spec["bijector"], jax.random.key(0))
-        return TransformedDistribution(base, bijector)
+        keys = _Keys(key, _count_blocks(spec["bijector"]))
+        return TransformedDistribution(base, _build_bijector(spec["bijector"], keys))
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(f"the model description is incomplete or corrupt ({err})") from None

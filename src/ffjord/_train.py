@@ -9,10 +9,10 @@ resumes exactly where its last checkpoint left it.
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -22,55 +22,54 @@ import optax
 from jaxtyping import PRNGKeyArray
 
 from ._bijector import StandardizedContext
+from ._checks import positive_int
 from ._distributed import Watchdog
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._keys import key_bits
-from ._objectives import AbstractObjective, ReverseKL
+from ._objectives import AbstractObjective, MaximumLikelihood, ReverseKL
+from ._options import WARM_START_DIR, TrainingOptions, WarmStart
 from ._run import FORMAT_VERSION, RunDir, Snapshotter
+from ._source import DataSource
 from ._spec import describe
-from ._trainer import Trainer, TrainState, check_data, check_progress, resolve_devices
+from ._trainer import Trainer, TrainState, check_data, check_progress
 from ._version import __version__
 
 
 @dataclasses.dataclass(frozen=True)
-class Names:
-    """How options are called in error messages (Python keywords or command-line flags)."""
+class Points:
+    """Rows of points `(n, d)` and, for a conditional flow, their conditions `(n, k)`."""
 
-    run_dir: str = "run_dir"
-    resume: str = "resume=True"
-    epochs: str = "epochs"
-    batch_size: str = "batch_size"
-    validation: str = "validation"
-    patience: str = "patience"
-    devices: str = "devices"
-    test_every: str = "test_every"
+    points: np.ndarray
+    context: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def take(self, rows: np.ndarray) -> "Points":
+        return Points(self.points[rows], None if self.context is None else self.context[rows])
 
 
 @dataclasses.dataclass(frozen=True)
-class WarmStart:
-    """A first stage of training under another objective (flow matching), from which the
-    run's own objective starts: `epochs` of `objective` in batches of `batch_size` with
-    `optimizer`, on the run's training rows, validation split and patience. With a run
-    directory it is written to `RUN/warm-start` (a run directory of its own, resumed
-    like the run); the run's first epoch starts from its kept model.
+class Splits:
+    """What one run trains on (`train`), chooses its best epoch on (`validation`) and
+    reports its held-out likelihood on (`test`, never used to choose anything)."""
 
-    Flow matching needs no ODE solve, so it finds the modes of a posterior in a fraction of
-    likelihood training's time; likelihood training then sharpens the density
-    (docs/DEFAULTS.md).
-    """
-
-    epochs: int
-    objective: AbstractObjective
-    optimizer: optax.GradientTransformation
-    batch_size: int = 64
-
-    def to_config(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "batch_size": self.batch_size,
-                "loss": self.objective.to_config()}  # fmt: skip
+    train: Points
+    validation: Points | None = None
+    test: Points | None = None
 
 
-WARM_START_DIR = "warm-start"  # the warm start's run directory inside the run's
+@dataclasses.dataclass(frozen=True)
+class RunTarget:
+    """The run directory a training writes: `path`, whether to `resume` the run there,
+    and (`ffjord train`) the `source` of its data and the settings `chosen_for_data`,
+    recorded in `config.json` so that the run can be resumed, plotted and sampled."""
+
+    path: Path
+    resume: bool = False
+    source: DataSource | None = None
+    chosen_for_data: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -82,28 +81,6 @@ class Training:
     trainer: Trainer
     state: TrainState
     test_nll: float | None = None  # the kept model's held-out NLL (with test data)
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_validation(validation: Any, patience: Any, names: Names) -> tuple[float, int | None]:
-    """`(validation, patience)` checked: a fraction in [0, 1) and `None` or a positive
-    integer that needs a validation split; one-line `InputError`s naming `names`'s options."""
-    ok = isinstance(validation, int | float) and not isinstance(validation, bool)
-    if not ok or not math.isfinite(validation) or not 0 <= validation < 1:
-        raise InputError(f"{names.validation} must be a fraction in [0, 1), got {validation!r}")
-    if patience is not None:
-        patience = _positive_int(patience, names.patience)
-        if validation == 0:
-            raise InputError(
-                f"{names.patience} needs a validation split to watch: give {names.validation} "
-                "> 0 (e.g. 0.1)"
-            )
-    return float(validation), patience
 
 
 def fit_size(n: int, validation: float) -> int:
@@ -128,19 +105,33 @@ def _digest(*arrays: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
-def _differences(saved: dict[str, Any], config: dict[str, Any], names: Names) -> str | None:
-    """The first setting a resumed run would change, as a message (None: all the same)."""
-    ignored = {"epochs", "ffjord_version"}
+def _differences(saved: dict[str, Any], config: dict[str, Any]) -> InputError | None:
+    """The first setting a resumed run would change (None: all the same). Settings the
+    saved run does not record (made before them) are not compared."""
     config = json.loads(json.dumps(config))  # compare as stored
-    for name in sorted((set(saved) | set(config)) - ignored):
-        if saved.get(name) != config.get(name):
-            if name == "model":
-                what = "the model differs from the run's (config.json's model)"
-            elif name == "train_sha256":
-                what = "the training data differ from the run's"
-            else:
-                what = f"{name} {config.get(name)!r} differs from the run's {saved.get(name)!r}"
-            return f"{what}; a resumed run keeps its own settings (only {names.epochs} may change)"
+    ignored = {"ffjord_version", "format_version"}
+    pairs = [(k, saved[k], config.get(k)) for k in sorted(set(saved) - ignored)]
+    training = saved.get("training", {})
+    unrecorded = ("learning_rate", "schedule", "weight_decay", "optimizer")
+    custom = training.get("optimizer") == "custom"  # a custom optimizer is not recorded
+    pairs += [
+        (k, v, config["training"].get(k))
+        for k, v in training.items()
+        if not (custom and k in unrecorded)
+    ]
+    for name, old, new in pairs:
+        if name in ("training", "epochs") or old == new:
+            continue
+        if name == "model":
+            what = "the model differs from the run's (config.json's model)"
+        elif name == "train_sha256":
+            what = "the training data differ from the run's"
+        else:
+            what = f"{name} {new!r} differs from the run's {old!r}"
+        return InputError(
+            f"{what}; a resumed run keeps its own settings (only epochs may change)",
+            parameters=(name, "epochs"),
+        )
     return None
 
 
@@ -183,220 +174,242 @@ def with_context_map(dist: TransformedDistribution, context: np.ndarray) -> Tran
     return eqx.tree_at(lambda d: d.bijector, dist, wrapped)
 
 
+def checked_points(dist: TransformedDistribution, data: Points, test: Points | None):
+    """`(data, test)` as finite float arrays of the model's dimension, their conditions
+    row-aligned and of the width the model takes; one-line errors otherwise."""
+    train = check_data(data.points, "data", dist.dim)
+    ctx = None if data.context is None else check_data(data.context, "context", None, len(train))
+    if test is not None:
+        if (test.context is None) != (ctx is None):
+            raise InputError(
+                "give test_context exactly when the data have a context and test_data is given"
+            )
+        test_points = check_data(test.points, "test_data", dist.dim)
+        test_ctx = None
+        if ctx is not None:
+            test_ctx = check_data(test.context, "test_context", ctx.shape[1], len(test_points))
+        test = Points(test_points, test_ctx)
+    check_context_width(dist, 0 if ctx is None else ctx.shape[1])
+    return Points(train, ctx), test
+
+
 def run_training(
     key: PRNGKeyArray,
     dist: TransformedDistribution,
-    data,
+    data: Points,
     *,
-    context=None,
-    test_data=None,
-    test_context=None,
+    test: Points | None = None,
     objective: AbstractObjective | None = None,
-    epochs: int = 40,
-    batch_size: int = 256,
-    learning_rate: float = 1e-2,
-    optimizer: optax.GradientTransformation | None = None,
-    validation: float = 0.0,
-    patience: int | None = None,
-    test_every: int = 1,
-    run_dir=None,
-    resume: bool = False,
-    devices: Any = None,
+    options: TrainingOptions | None = None,
+    warm_start: WarmStart | None = None,
+    run: RunTarget | None = None,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
-    settings: dict[str, Any] | None = None,
-    names: Names = Names(),
-    started: float | None = None,
-    warm_start: WarmStart | None = None,
 ) -> Training:
-    """The engine: `fit`'s arguments, plus what the command line adds (`settings` written
-    to `config.json`, option `names` for messages, the process' `started` time, a
-    `warm_start` stage before the objective)."""
-    started = time.perf_counter() if started is None else started
-    epochs = _positive_int(epochs, names.epochs)
-    test_every = _positive_int(test_every, names.test_every)
-    validation, patience = check_validation(validation, patience, names)
-    devices = resolve_devices(devices, batch_size, names.devices)
-    if resume and run_dir is None:
-        raise InputError(f"{names.resume} continues a run directory: give {names.run_dir}")
-    train = check_data(data, "data", dist.dim)
-    ctx = None if context is None else check_data(context, "context", None, len(train))
-    test = None if test_data is None else check_data(test_data, "test_data", dist.dim)
-    test_ctx = None
-    if (test_context is None) != (context is None or test is None):
-        raise InputError(
-            "give test_context exactly when the data have a context and test_data is given"
-        )
-    if test is not None and test_context is not None:
-        test_ctx = check_data(test_context, "test_context", ctx.shape[1], len(test))  # type: ignore[union-attr]
-    check_context_width(dist, 0 if ctx is None else ctx.shape[1])
-    if ctx is not None:
-        dist = with_context_map(dist, ctx)
+    """The engine behind `fit` and `ffjord train`: train `dist` on `data` under
+    `objective` with `options`, after a `warm_start` stage if given, writing `run`."""
+    started = time.perf_counter()
+    options = TrainingOptions() if options is None else options
+    data, test = checked_points(dist, data, test)
+    if data.context is not None:
+        dist = with_context_map(dist, data.context)
     key_data = key_bits(key)
-    all_rows, all_ctx = train, ctx  # a warm start splits them the same way
-    val = val_ctx = None
-    if validation > 0:
-        rows, val_rows = _split(key_data, len(train), validation)
+    splits = Splits(data, None, test)
+    if options.validation > 0:
+        rows, val_rows = _split(key_data, len(data), options.validation)
         if len(val_rows) == 0 or len(rows) == 0:
             raise InputError(
-                f"{names.validation}={validation} leaves no validation or training points "
-                f"out of {len(train)}"
+                f"validation={options.validation} leaves no validation or training points "
+                f"out of {len(data)}",
+                parameters=("validation",),
             )
-        val = train[val_rows]
-        val_ctx = None if ctx is None else ctx[val_rows]
-        train = train[rows]
-        ctx = None if ctx is None else ctx[rows]
+        splits = Splits(data.take(rows), data.take(val_rows), test)
+    objective = MaximumLikelihood() if objective is None else objective
+    steps_per_epoch = max(len(splits.train) // options.batch_size, 1)
     trainer = Trainer(
         dist,
         objective=objective,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        devices=devices,
+        batch_size=options.batch_size,
+        optimizer=options.make_optimizer(steps_per_epoch),
+        devices=options.devices,
     )
-    if train.shape[0] < batch_size:
+    if len(splits.train) < options.batch_size:
         raise InputError(
-            f"the training set has {train.shape[0]} points, fewer than one batch of "
-            f"{batch_size}; lower {names.batch_size}"
+            f"the training set has {len(splits.train)} points, fewer than one batch of "
+            f"{options.batch_size}; lower batch_size",
+            parameters=("batch_size",),
         )
     state = trainer.init(key)
     history: list[dict] = []
-    run = None
-    if run_dir is not None:
-        run = RunDir(run_dir)
-        config = {
-            "format_version": FORMAT_VERSION,
-            "ffjord_version": __version__,
-            **(settings or {}),  # the command line's own settings; the engine's follow
-            "model": describe(dist),
-            "loss": trainer.objective.to_config(),
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "optimizer": "adam" if optimizer is None else "custom",
-            "learning_rate": float(learning_rate) if optimizer is None else None,
-            "validation": validation,
-            "patience": patience,
-            "dim": dist.dim,
-            "context_dim": 0 if ctx is None else int(ctx.shape[1]),
-            "sizes": {
-                "train": int(train.shape[0]),
-                "validation": 0 if val is None else int(val.shape[0]),
-                "test": 0 if test is None else int(test.shape[0]),
-            },
-            "train_sha256": _digest(train, ctx),
-        }
-        if warm_start is not None:
-            config["warm_start_stage"] = warm_start.to_config()
-        if val is not None and trainer.objective.validation_metric != "nll":
-            config["validation_metric"] = trainer.objective.validation_metric  # runs before: nll
-        saved = None
-        if resume:
-            saved = run.require()
-            problem = _differences(saved, config, names)
-            if problem:
-                raise InputError(problem)
-            if warm_start is None or run.checkpoint.exists():  # else: stopped while warming
-                state = run.load_checkpoint(state)
-            if epochs < int(state.epoch):
-                raise InputError(
-                    f"{names.epochs} {epochs} is fewer than the {int(state.epoch)} epochs this "
-                    "run has already trained; give a larger number"
-                )
-        else:
-            if run.path.exists() and not run.path.is_dir():
-                raise InputError(
-                    f"{names.run_dir} {run.path} is an existing file; give a new directory"
-                )
-            leftovers = set(run.stale_temps())  # a killed first attempt's temporaries only
-            if run.path.is_dir() and any(p not in leftovers for p in run.path.iterdir()):
-                raise InputError(
-                    f"{names.run_dir} {run.path} already holds files; use {names.resume} to "
-                    "continue that run or choose a new directory"
-                )
-        # Every input is checked: only now create the run or record a new epoch count, so
-        # a refused call leaves no half-made directory and changes nothing in a run.
-        history = run.read_metrics(int(state.epoch))
-        every_process_checked("run directory checked")
-        if jax.process_index() == 0:  # the one process that writes
-            if saved is None or saved.get("epochs") != epochs:
-                run.path.mkdir(parents=True, exist_ok=True)
-                run.write_config(config)
-            run.remove_stale_temps()
-            run.write_metrics(history)
-        else:
-            run = None
-
-    def finished(state: TrainState) -> bool:
-        stopped = patience is not None and int(state.bad_epochs) >= patience
-        return int(state.epoch) >= epochs or stopped
-
+    run_dir = None
+    if run is not None:
+        config = _run_config(trainer, splits, options, warm_start, run)
+        run_dir, state, history = _open_run_dir(run, config, trainer, state, warm_start)
     if warm_start is not None and int(state.epoch) == 0:
-        warm_dir = None if run_dir is None else RunDir(run_dir).path / WARM_START_DIR
+        warm_run = None
+        if run is not None:
+            path = run.path / WARM_START_DIR
+            warm_run = RunTarget(path, resume=(path / "config.json").exists())
         warmed = run_training(
-            key, dist, all_rows, context=all_ctx,
-            objective=warm_start.objective, epochs=warm_start.epochs,
-            batch_size=warm_start.batch_size, optimizer=warm_start.optimizer,
-            validation=validation, patience=patience, run_dir=warm_dir,
-            resume=warm_dir is not None and RunDir(warm_dir).config.exists(),
-            devices=devices, show_progress=show_progress, names=names, started=started,
-        )  # fmt: skip
+            key,
+            dist,
+            data,
+            objective=warm_start.objective,
+            options=warm_start.options.replace(devices=options.devices),
+            run=warm_run,
+            show_progress=show_progress,
+        )
         state = trainer.start_from(state, warmed.dist)
-
-    if not finished(state):
+    if not _finished(state, options):
         with Watchdog():
             state = _loop(
-                trainer, state, train, ctx, test, test_ctx, val, val_ctx, run, history,
-                epochs=epochs, test_every=test_every, callback=callback,
-                show_progress=show_progress and
-                jax.process_index() == 0, started=started, finished=finished,
-            )  # fmt: skip
+                trainer,
+                state,
+                splits,
+                run_dir,
+                history,
+                options=options,
+                callback=callback,
+                show_progress=show_progress and jax.process_index() == 0,
+                started=started,
+            )
     kept = trainer.kept_model(state)
     test_nll = None
     if test is not None:
         best = state.kept_epoch
         test_nll = history[best - 1].get("test_nll") if 0 < best <= len(history) else None
         if test_nll is None:  # an epoch between `test_every`'s: measure the kept model now
-            test_nll = float(-np.mean(trainer.log_prob(kept, test, test_ctx)))
+            test_nll = float(-np.mean(trainer.log_prob(kept, test.points, test.context)))
     return Training(kept, history, trainer, state, test_nll)
+
+
+def _run_config(
+    trainer: Trainer,
+    splits: Splits,
+    options: TrainingOptions,
+    warm_start: WarmStart | None,
+    run: RunTarget,
+) -> dict[str, Any]:
+    """The run's `config.json` (format 3): one schema for `fit` and `ffjord train`."""
+    train, val, test = splits.train, splits.validation, splits.test
+    config: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "ffjord_version": __version__,
+        "made_by": "ffjord.fit" if run.source is None else "ffjord train",
+        "data": None if run.source is None else run.source.to_config(),
+        "model": describe(trainer.dist),
+        "objective": trainer.objective.to_config(),
+        "training": options.to_config(),
+        "warm_start": None if warm_start is None else warm_start.to_config(),
+        "dim": trainer.dist.dim,
+        "context_dim": 0 if train.context is None else int(train.context.shape[1]),
+        "sizes": {
+            "train": len(train),
+            "validation": 0 if val is None else len(val),
+            "test": 0 if test is None else len(test),
+        },
+        "train_sha256": _digest(train.points, train.context),
+    }
+    if run.source is not None:
+        config["chosen_for_data"] = list(run.chosen_for_data)
+    if val is not None and trainer.objective.validation_metric != "nll":
+        config["validation_metric"] = trainer.objective.validation_metric
+    return config
+
+
+def _open_run_dir(
+    run: RunTarget,
+    config: dict[str, Any],
+    trainer: Trainer,
+    state: TrainState,
+    warm_start: WarmStart | None,
+) -> tuple[RunDir | None, TrainState, list[dict]]:
+    """(the run directory this process writes, or None; the state to start from; the
+    history so far): a new run checked and created, or a run resumed from its checkpoint.
+    Every input is checked before anything is written, so a refused call leaves no
+    half-made directory and changes nothing in a run."""
+    run_dir = RunDir(run.path)
+    epochs = config["training"]["epochs"]
+    saved = None
+    if run.resume:
+        saved = run_dir.require()
+        problem = _differences(saved, config)
+        if problem:
+            raise problem
+        if warm_start is None or run_dir.checkpoint.exists():  # else: stopped while warming
+            state = run_dir.load_checkpoint(state)
+        if epochs < int(state.epoch):
+            raise InputError(
+                f"epochs {epochs} is fewer than the {int(state.epoch)} this run has already "
+                "trained; give a larger number",
+                parameters=("epochs",),
+            )
+    else:
+        if run_dir.path.exists() and not run_dir.path.is_dir():
+            raise InputError(
+                f"run_dir {run_dir.path} is an existing file; give a new directory",
+                parameters=("run_dir",),
+            )
+        leftovers = set(run_dir.stale_temps())  # a killed first attempt's temporaries only
+        if run_dir.path.is_dir() and any(p not in leftovers for p in run_dir.path.iterdir()):
+            raise InputError(
+                f"run_dir {run_dir.path} already holds files; use resume=True to continue that "
+                "run or choose a new directory",
+                parameters=("run_dir", "resume=True"),
+            )
+    history = run_dir.read_metrics(int(state.epoch))
+    every_process_checked("run directory checked")
+    if jax.process_index() > 0:  # one process writes
+        return None, state, history
+    if saved is None or saved["training"]["epochs"] != epochs or run_dir.upgraded:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.write_config(config)
+    run_dir.remove_stale_temps()
+    run_dir.write_metrics(history)
+    return run_dir, state, history
+
+
+def _finished(state: TrainState, options: TrainingOptions) -> bool:
+    stopped = options.patience is not None and int(state.bad_epochs) >= options.patience
+    return int(state.epoch) >= options.epochs or stopped
 
 
 def _loop(
     trainer: Trainer,
     state: TrainState,
-    train, ctx, test, test_ctx, val, val_ctx,
+    splits: Splits,
     run: RunDir | None,
     history: list[dict],
     *,
-    epochs: int,
-    test_every: int,
+    options: TrainingOptions,
     callback,
     show_progress: bool,
     started: float,
-    finished: Callable[[TrainState], bool],
-) -> TrainState:  # fmt: skip
-    """Epochs until `finished`: train, evaluate, keep the best, write the run directory."""
+) -> TrainState:
+    """Epochs until finished: train, evaluate, keep the best, write the run directory."""
+    train, val, test = splits.train, splits.validation, splits.test
     snapshot = None
-    if run is not None and trainer.dist.dim == 2 and ctx is None:
+    if run is not None and trainer.dist.dim == 2 and train.context is None:
         snapshot = Snapshotter(run, trainer)
     start_state = state
 
     def meanwhile() -> None:  # compiles evaluation and snapshots on the other core
         if test is not None:
-            trainer.evaluate(start_state, test, test_ctx)
+            trainer.evaluate(start_state, test.points, test.context)
         if val is not None:
-            trainer.validation_loss(start_state, val, val_ctx)
+            trainer.validation_loss(start_state, val.points, val.context)
         if snapshot is not None:
             if int(start_state.epoch) == 0:
                 snapshot(0, start_state)
             else:
                 snapshot.warm_up(start_state)
 
-    warm_up = trainer.compile_epoch(state, train, ctx, meanwhile=meanwhile)
-    steps_per_epoch = train.shape[0] // trainer.batch_size
+    warm_up = trainer.compile_epoch(state, train.points, train.context, meanwhile=meanwhile)
+    steps_per_epoch = len(train) // trainer.batch_size
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=epochs,
+        total=options.epochs,
         initial=int(state.epoch),
         desc="ffjord train" if run is not None else "training",
         unit="epoch",
@@ -404,8 +417,8 @@ def _loop(
         file=sys.stderr,
     )
     try:
-        while not finished(state):
-            new_state, record = trainer.run_epoch(state, train, ctx)
+        while not _finished(state, options):
+            new_state, record = trainer.run_epoch(state, train.points, train.context)
             if warm_up is not None:  # evaluation and snapshots compiled meanwhile
                 warm_up.join()
                 warm_up = None
@@ -416,17 +429,18 @@ def _loop(
             eval_start = time.perf_counter()
             record["test_nll"] = record["eval_nfe"] = None
             if val is not None:
-                loss, record["eval_nfe"] = trainer.validation_loss(state, val, val_ctx)
+                loss, record["eval_nfe"] = trainer.validation_loss(state, val.points, val.context)
                 record[f"validation_{trainer.objective.validation_metric}"] = loss
                 state = state.record_validation(loss)
                 record["best_epoch"] = int(state.best_epoch)
-            if test is not None and (int(state.epoch) % test_every == 0 or finished(state)):
-                lp, record["eval_nfe"] = trainer.evaluate(state, test, test_ctx)
+            epoch = int(state.epoch)
+            if test is not None and (epoch % options.test_every == 0 or _finished(state, options)):
+                lp, record["eval_nfe"] = trainer.evaluate(state, test.points, test.context)
                 record["test_nll"] = float(-np.mean(lp))
             record["eval_seconds"] = time.perf_counter() - eval_start
             record["wall_seconds"] = time.perf_counter() - started
             if snapshot is not None:  # drawn on the other core while the next epoch trains
-                snapshot.submit(int(state.epoch), state)
+                snapshot.submit(epoch, state)
             if run is not None:
                 run.append_metrics(record)  # metrics first, then the checkpoint: see _run.py
                 run.save_checkpoint(state)
@@ -515,14 +529,7 @@ def fit(
         >>> len(history), record["epoch"], record["steps"]  # one epoch of 64 // 32 steps
         (1, 1, 2)
     """
-    result = run_training(
-        key,
-        dist,
-        data,
-        context=context,
-        test_data=test_data,
-        test_context=test_context,
-        objective=objective,
+    options = TrainingOptions(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -530,9 +537,25 @@ def fit(
         validation=validation,
         patience=patience,
         test_every=test_every,
-        run_dir=run_dir,
-        resume=resume,
         devices=devices,
+    )
+    if resume and run_dir is None:
+        raise InputError(
+            "resume=True continues a run directory: give run_dir",
+            parameters=("resume=True", "run_dir"),
+        )
+    if test_data is None and test_context is not None:
+        raise InputError(
+            "give test_context exactly when the data have a context and test_data is given"
+        )
+    result = run_training(
+        key,
+        dist,
+        Points(data, context),
+        test=None if test_data is None else Points(test_data, test_context),
+        objective=objective,
+        options=options,
+        run=None if run_dir is None else RunTarget(Path(run_dir), resume=resume),
         callback=callback,
         show_progress=show_progress,
     )
@@ -578,9 +601,9 @@ def fit_to_density(
         >>> len(history), last["step"], bool(jnp.isfinite(last["loss"]))
         (1, 4, True)
     """
-    steps = _positive_int(steps, "steps")
-    num_samples = _positive_int(num_samples, "num_samples")
-    steps_per_record = _positive_int(steps_per_record, "steps_per_record")
+    steps = positive_int(steps, "steps")
+    num_samples = positive_int(num_samples, "num_samples")
+    steps_per_record = positive_int(steps_per_record, "steps_per_record")
     if not callable(log_density):
         raise InputError(f"log_density must be a function of points (n, d), got {log_density!r}")
     context_arr = None

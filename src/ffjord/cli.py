@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -21,34 +21,34 @@ from ._distributed import start as start_processes
 from ._distributed import stop_all
 from ._errors import InputError
 from ._io import atomic_write
+from ._options import SCHEDULES, WARM_START_DIR
 from ._run import SNAPSHOT_SAMPLES, RunDir, base_grid, base_samples, open_run
 from ._settings import (
     ADJOINTS,
-    CLI_NAMES,
     COUPLINGS,
     OBJECTIVES,
-    SCHEDULES,
     SOLVERS,
     TRACES,
     TUTORIAL,
-    as_training_array,
     build_model,
-    describe_data,
-    load_data,
-    make_objective,
-    make_optimizer,
+    flag,
+    flag_values,
     make_warm_start,
     new_settings,
-    split_columns,
+    objective_of,
     train_key,
+    training_options,
     validate_options,
 )
-from ._train import WARM_START_DIR, run_training
+from ._source import DataSource
+from ._train import Points, RunTarget, run_training
 from ._trainer import Trainer, TrainingDiverged, TrainState, transform
 from ._vector_field import ACTIVATIONS
 from ._version import __version__
 
-OPTION_NAMES = [k for k in TUTORIAL if k not in ("n_train", "n_test")]
+Limits = tuple[float, float, float, float]
+
+OPTION_NAMES = list(TUTORIAL)
 DEFAULTS_NOTE = "default: the tutorial's; chosen from the data for a file"
 
 
@@ -226,14 +226,29 @@ def _parser() -> argparse.ArgumentParser:
 # Shared pieces -------------------------------------------------------------------------------
 
 
+def as_training_array(points: np.ndarray) -> np.ndarray:
+    """Training runs in float32 (explicitly, not by accident), or in float64 throughout
+    when JAX's float64 is enabled (the command line's models are then float64 too)."""
+    if jax.config.read("jax_enable_x64"):
+        return points.astype(np.float64)
+    return points.astype(np.float32)
+
+
+def _source(config: dict[str, Any]) -> DataSource | None:
+    """The data source of a run made by `ffjord train` (None: made by `ffjord.fit`)."""
+    return None if config.get("data") is None else DataSource.from_config(config["data"])
+
+
 def _open_run(path: str) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
-    run, cfg, trainer, state = open_run(path)
-    if cfg.get("made_by") == "ffjord train":
+    run = RunDir(path)
+    cfg = run.require()
+    if cfg.get("made_by") == "ffjord train":  # its settings checked before its model is built
         try:
-            validate_options(cfg)
-        except (KeyError, TypeError) as err:
+            validate_options(flag_values(cfg))
+            DataSource.from_config(cfg["data"])
+        except (KeyError, TypeError, IndexError) as err:
             raise InputError(f"{run.config} is incomplete or corrupt ({err})") from None
-    return run, cfg, trainer, state
+    return open_run(path)
 
 
 def _open_model(path: str):
@@ -245,14 +260,15 @@ def _open_model(path: str):
 def _read_rows(path: str, cfg: dict[str, Any], what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(points, conditions or None) of a file laid out like the run's data."""
     rows = datasets.validate_points(datasets.load_array(path), what=what)
-    dim, k = cfg["dim"], cfg.get("context_dims", 0)
+    dim, k = cfg["dim"], cfg.get("context_dim", 0)
     if rows.shape[1] != dim + k:
         layout = f" ({dim} data + {k} condition columns)" if k else ""
         raise InputError(
             f"{what} {Path(path).name} has {rows.shape[1]} columns but the run's data have "
             f"{dim + k}{layout}"
         )
-    return split_columns(cfg, as_training_array(rows))
+    rows = as_training_array(rows)
+    return rows[:, :dim], (rows[:, dim:] if k else None)
 
 
 def _check_output(path: str, force: bool) -> Path:
@@ -275,12 +291,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 # Commands ------------------------------------------------------------------------------------
 
 
-def _new_config(args: argparse.Namespace) -> dict[str, Any]:
-    given = {name: getattr(args, name, None) for name in OPTION_NAMES}
-    cfg = new_settings({k: v for k, v in given.items() if v is not None})
-    return describe_data(cfg)
-
-
 def _made_by_train(run: RunDir, cfg: dict[str, Any], what: str) -> None:
     if cfg.get("made_by") != "ffjord train":
         raise InputError(
@@ -289,58 +299,52 @@ def _made_by_train(run: RunDir, cfg: dict[str, Any], what: str) -> None:
         )
 
 
-def _resume_config(run: RunDir, args: argparse.Namespace) -> dict[str, Any]:
-    cfg = run.require()
-    _made_by_train(run, cfg, "resume")
+def _resume_settings(run: RunDir, args: argparse.Namespace):
+    """(settings, source, training rows, held-out rows) of the run to resume."""
+    config = run.require()
+    _made_by_train(run, config, "resume")
+    cfg = flag_values(config)
     for name in OPTION_NAMES:
         value = getattr(args, name, None)
         if value is None or name == "epochs":
             continue
-        saved = cfg.get(name, TUTORIAL[name])  # options added later: the default before them
+        saved = cfg[name]
         same = value == saved or (name == "data" and Path(value).resolve() == Path(saved))
         if not same:
             raise InputError(
-                f"--{name.replace('_', '-')} {value} differs from the run's {saved}; "
+                f"{flag(name)} {value} differs from the run's {saved}; "
                 "--resume continues with the run's own settings (only --epochs may change)"
             )
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
-        validate_options(cfg)  # written by cmd_train once the checkpoint has loaded
-    return cfg
+    validate_options(cfg)  # written by the engine once the checkpoint has loaded
+    source = _source(config)
+    assert source is not None
+    return (cfg, source, *source.load())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     start_processes(args.coordinator, args.num_processes, args.process_id)
     run = RunDir(args.out)
-    cfg = _resume_config(run, args) if args.resume else _new_config(args)
+    if args.resume:
+        cfg, source, train, test = _resume_settings(run, args)
+    else:
+        given = {name: getattr(args, name, None) for name in OPTION_NAMES}
+        cfg, source, train, test = new_settings({k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
-    train, test = (as_training_array(a) for a in load_data(cfg))
-    (points, context), (test_points, test_context) = (split_columns(cfg, a) for a in (train, test))
-    dist = build_model(cfg)
+    dist = build_model(cfg, source, train)
+    train, test = as_training_array(train), as_training_array(test)
     try:
         result = run_training(
             train_key(cfg),
             dist,
-            points,
-            context=context,
-            test_data=test_points,
-            test_context=test_context,
-            objective=make_objective(cfg),
-            epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"],
-            learning_rate=cfg["lr"],
-            optimizer=make_optimizer(cfg),
-            validation=cfg["validation"],
-            patience=cfg["patience"],
-            test_every=cfg.get("test_every", 1),
-            run_dir=run.path,
-            resume=args.resume,
-            devices=args.devices,
-            show_progress=not args.quiet,
-            settings=cfg,
-            names=CLI_NAMES,
-            started=started,
+            Points(*source.split(train)),
+            test=Points(*source.split(test)),
+            objective=objective_of(cfg),
+            options=training_options(cfg, devices=args.devices),
             warm_start=make_warm_start(cfg),
+            run=RunTarget(run.path, args.resume, source, tuple(cfg["chosen_for_data"])),
+            show_progress=not args.quiet,
         )
     except KeyboardInterrupt:
         saved = _saved_epoch(run, dist)  # what is on disk, wherever Ctrl-C landed
@@ -365,7 +369,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if jax.process_index() > 0:  # process 0 writes the figures and reports
         return 0
     if args.figures:
-        draw_figures(run, cfg, result.trainer, state, train)
+        draw_figures(run, run.require(), result.trainer, state, train)
     best = state.kept_epoch
     summary = {
         "run": str(run.path),
@@ -406,10 +410,13 @@ def draw_figures(
     figures.mkdir(exist_ok=True)
     written = []
     reference = None
-    if cfg["data"] in datasets.TOY_DATASETS:
-        reference = datasets.toy_entropy(cfg["data"], method="quadrature")
+    source = _source(cfg)
+    assert source is not None  # made by `ffjord train`
+    name, dim = source.name, source.dim
+    if name in datasets.TOY_DATASETS:
+        reference = datasets.toy_entropy(name, method="quadrature")
     if history:
-        flow_matching = cfg.get("objective") == "flow-matching"
+        flow_matching = cfg["objective"]["name"] == "flow-matching"
         plotting.plot_curves(
             figures / "curves.png",
             history,
@@ -420,21 +427,22 @@ def draw_figures(
         written.append(figures / "curves.png")
     model = trainer.kept_model(state)
     shown = state.kept_epoch
-    train, train_context = split_columns(cfg, train)
+    train, train_context = source.split(train)
+    limits = None if source.limits is None else cast(Limits, tuple(source.limits))
     if train_context is not None:
-        if cfg["dim"] == 2:
-            panels, reference = _conditional_panels(cfg, model, state, train, train_context)
+        if dim == 2 and limits is not None:
+            panels, reference = _conditional_panels(name, model, state, train, train_context)
             plotting.plot_conditional(
                 figures / "conditional.png",
                 panels,
-                limits=tuple(cfg["limits"]),
+                limits=limits,
                 reference_label=reference,
                 axis_names=("theta1", "theta2") if reference == "exact posterior" else ("x1", "x2"),
-                title=f"{Path(cfg['data']).name}: samples given a condition, epoch {shown}",
+                title=f"{Path(name).name}: samples given a condition, epoch {shown}",
             )
             written.append(figures / "conditional.png")
         return written
-    if cfg["data"] in datasets.REAL_DATASETS:  # digits: 8x8 images
+    if name in datasets.REAL_DATASETS:  # digits: 8x8 images
         samples = transform(model.bijector, base_samples(model, state, IMAGES_SHOWN))
         plotting.plot_images(
             figures / "samples.png",
@@ -443,7 +451,7 @@ def draw_figures(
             title=f"digits: data and model samples, epoch {shown}",
         )
         written.append(figures / "samples.png")
-    if cfg["dim"] == 1:
+    if dim == 1:
         samples = transform(model.bijector, base_samples(model, state, 8192))
         lo, hi = np.percentile(train, [0.5, 99.5])
         xs = np.linspace(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo), 400)[:, None]
@@ -452,9 +460,8 @@ def draw_figures(
             figures / "histogram.png", train[:, 0], samples[:, 0], log_prob_grid=(xs[:, 0], lp)
         )
         written.append(figures / "histogram.png")
-    if cfg["dim"] != 2:
+    if dim != 2 or limits is None:
         return written
-    limits = tuple(cfg["limits"])
     snaps = run.load_snapshots(int(state.epoch))
     grid_lines = base_grid()
     snapshotter_base = base_samples(trainer.dist, state, SNAPSHOT_SAMPLES)
@@ -473,7 +480,7 @@ def draw_figures(
             transformed_samples=samples,
             data=train,
             limits=limits,
-            title=f"{cfg['data']} — {'before training' if epoch == 0 else f'after epoch {epoch}'}",
+            title=f"{name} — {'before training' if epoch == 0 else f'after epoch {epoch}'}",
         )
         written.append(figures / f"{name}.png")
     if len(snaps) > 1:
@@ -502,19 +509,18 @@ CONDITIONS_SHOWN = 4
 SAMPLES_SHOWN = 2000
 
 
-def _conditional_panels(cfg, model, state, train, train_context):
+def _conditional_panels(name, model, state, train, train_context):
     """(panels for `plot_conditional`, what the reference is): model samples at a few
     conditions beside the exact posterior (built-in simulator) or beside the training
     points whose conditions are nearest (a file: the 2% nearest, at least 200)."""
     base = base_samples(model, state, SAMPLES_SHOWN)
-    if cfg["data"] in simulators.CONDITIONAL_DATASETS:
+    if name in simulators.CONDITIONAL_DATASETS:
         conditions = np.asarray(simulators.SHOWN_OBSERVATIONS, np.float32)
         references = [simulators.posterior_sample(c, SAMPLES_SHOWN, seed=0) for c in conditions]
         reference = "exact posterior"
     else:
-        scale = np.asarray(cfg["context_standardize"]["scale"])
-        shift = np.asarray(cfg["context_standardize"]["shift"])
-        unit = (train_context - shift) / scale
+        scale = train_context.std(axis=0)
+        unit = (train_context - train_context.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
         order = np.argsort(unit[:, 0], kind="stable")  # spread along the first condition
         quantiles = (np.arange(CONDITIONS_SHOWN) + 0.5) / CONDITIONS_SHOWN * len(order)
         picks = order[quantiles.astype(int)]
@@ -556,7 +562,7 @@ def _is_number(text: str) -> bool:
 
 def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.ndarray | None:
     """`--context`: `None`, one condition `(k,)` from `v1,v2,...`, or `(m, k)` from a file."""
-    k = cfg.get("context_dims", 0)
+    k = cfg.get("context_dim", 0)
     if value is None:
         if k:
             raise InputError(
@@ -566,7 +572,10 @@ def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.
         return None
     if not k:
         raise InputError(f"{run.path} is not a conditional run: leave out --context")
-    is_file = Path(value).suffix.lower() in (".npy", ".csv") or Path(value).exists()
+    try:
+        is_file = Path(value).suffix.lower() in (".npy", ".csv") or Path(value).exists()
+    except OSError:  # e.g. a name too long for a file: the values themselves
+        is_file = False
     if is_file:
         conditions = datasets.validate_points(
             datasets.load_array(value, "--context file"), what="--context file"
@@ -641,7 +650,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run, cfg, _, model = _open_model(args.run)
     conditions = _read_conditions(args.context, run, cfg)
     key = jax.random.key(args.seed)
-    box = cfg.get("data_range")  # conditional runs (runs made before it have none)
+    source = _source(cfg)
+    box = None if source is None else source.data_range  # conditional runs
     if box is None or args.keep_outside:
         samples = _draw(model, cfg, conditions, args.n, key)
     else:
@@ -665,7 +675,9 @@ def cmd_density(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     run, cfg, trainer, state = _open_run(args.run)
     _made_by_train(run, cfg, "plot")
-    train, _ = load_data(cfg)
+    source = _source(cfg)
+    assert source is not None  # made by `ffjord train`
+    train, _ = source.load()
     written = draw_figures(run, cfg, trainer, state, as_training_array(train))
     print(json.dumps({"figures": [str(p) for p in written]}))
     return 0
@@ -725,7 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         code = 2 if isinstance(err, InputError) else 1
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = err.spelled(flag) if isinstance(err, InputError) else str(err)
+        message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         if not isinstance(err, InputError | TrainingDiverged):
             message = f"{type(err).__name__}: {message} (rerun with --debug for details)"
         print(f"ffjord: error: {message}", file=sys.stderr)
