@@ -259,13 +259,16 @@ def test_fit_to_density_rejects_a_wrong_shaped_density(getkey):
 
 
 BAD_OBJECTIVES = [
-    (lambda: ffjord.MaximumLikelihood(kinetic=-0.1), "kinetic must be non-negative, got -0.1"),
+    (
+        lambda: ffjord.MaximumLikelihood(kinetic=-0.1),
+        "kinetic must be a non-negative number, got -0.1",
+    ),
     (
         lambda: ffjord.MaximumLikelihood(jacobian_frobenius=float("nan")),
         "jacobian_frobenius must be a non-negative number, got nan",
     ),
     (lambda: ffjord.FlowMatching(coupling="sinkhorn"), "unknown coupling 'sinkhorn'"),
-    (lambda: ffjord.FlowMatching(sigma=-1.0), "sigma must be non-negative"),
+    (lambda: ffjord.FlowMatching(sigma=-1.0), "sigma must be a non-negative number"),
 ]
 
 
