@@ -14,17 +14,7 @@ WARM_START_LR = 3e-3  # 0.2's warm start: flow matching at this learning rate (n
 
 def _training(cfg: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """`training` of a run made by `ffjord train` (its optimiser came from its settings)."""
-    options = TrainingOptions(
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        learning_rate=cfg["lr"],
-        schedule=cfg.get("schedule", "constant"),  # runs made before it have none
-        weight_decay=cfg.get("weight_decay", 0.0),
-        validation=cfg["validation"],
-        patience=cfg["patience"],
-        test_every=cfg.get("test_every", 1),
-    )
-    return options.replace(**changes).to_config()
+    return TrainingOptions.from_settings(cfg).replace(**changes).to_config()
 
 
 def upgrade(cfg: dict[str, Any]) -> dict[str, Any]:

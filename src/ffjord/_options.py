@@ -104,6 +104,23 @@ class TrainingOptions:
         }
 
     @classmethod
+    def from_settings(cls, settings: dict[str, Any], devices: Any = None) -> "TrainingOptions":
+        """The options of `ffjord train`'s flat settings (`lr`, `schedule`, ...), as the
+        command line names them and format-2 run directories recorded them (runs made
+        before `schedule`, `weight_decay` or `test_every` have none: their defaults)."""
+        return cls(
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            learning_rate=settings["lr"],
+            schedule=settings.get("schedule", "constant"),
+            weight_decay=settings.get("weight_decay", 0.0),
+            validation=settings["validation"],
+            patience=settings["patience"],
+            test_every=settings.get("test_every", 1),
+            devices=devices,
+        )
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]) -> "TrainingOptions":
         """The options `to_config` recorded (a custom optimizer cannot be recorded: Adam)."""
         custom = config.get("optimizer") == "custom"

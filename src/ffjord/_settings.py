@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 import jax
 import numpy as np
 
+from . import datasets
 from ._checks import fraction, non_negative_int, one_of, positive_int, positive_number
 from ._distributions import TransformedDistribution
 from ._errors import InputError
@@ -318,8 +319,6 @@ def new_settings(
 
 
 def _is_toy(source: DataSource) -> bool:
-    from . import datasets
-
     return source.name in datasets.TOY_DATASETS
 
 
@@ -353,17 +352,7 @@ def objective_of(cfg: dict[str, Any]) -> AbstractObjective:
 
 def training_options(cfg: dict[str, Any], devices: Any = None) -> TrainingOptions:
     """The engine's options the settings give."""
-    return TrainingOptions(
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        learning_rate=cfg["lr"],
-        schedule=cfg["schedule"],
-        weight_decay=cfg["weight_decay"],
-        validation=cfg["validation"],
-        patience=cfg["patience"],
-        test_every=cfg["test_every"],
-        devices=devices,
-    )
+    return TrainingOptions.from_settings(cfg, devices)
 
 
 def logits(points: np.ndarray, alpha: float) -> np.ndarray:

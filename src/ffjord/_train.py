@@ -614,11 +614,11 @@ def fit_to_density(
                 f"context must be one condition of shape (k,), got {context_arr.shape}"
             )
     check_context_width(dist, 0 if context_arr is None else context_arr.shape[0])
+    options = TrainingOptions(learning_rate=learning_rate, optimizer=optimizer)
     trainer = Trainer(
         dist,
         objective=ReverseKL(log_density, num_samples),
-        optimizer=optimizer,
-        learning_rate=learning_rate,
+        optimizer=options.make_optimizer(steps),
     )
     state = trainer.init(key)
     history: list[dict] = []

@@ -1,7 +1,6 @@
 """The compiled pieces of training: the jitted epoch under an objective, and exact evaluation."""
 
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from ._bijector import Affine
+from ._checks import positive_int
 from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
 from ._errors import InputError
@@ -227,19 +227,12 @@ class Trainer:
         objective: AbstractObjective | None = None,
         batch_size: int = 256,
         optimizer: optax.GradientTransformation | None = None,
-        learning_rate: float = 1e-2,
         eval_batch_size: int = 1024,
         devices: Any = None,
     ):
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if optimizer is None:
-            if not (isinstance(learning_rate, int | float) and math.isfinite(learning_rate)):
-                raise InputError(f"learning_rate must be a positive number, got {learning_rate!r}")
-            if learning_rate <= 0:
-                raise InputError(f"learning_rate must be positive, got {learning_rate!r}")
-            optimizer = optax.adam(learning_rate)
+        batch_size = positive_int(batch_size, "batch_size")
+        eval_batch_size = positive_int(eval_batch_size, "eval_batch_size")
+        optimizer = optax.adam(1e-2) if optimizer is None else optimizer  # evaluation-only use
         objective = MaximumLikelihood() if objective is None else objective
         if not isinstance(objective, AbstractObjective):
             raise InputError(
