@@ -183,8 +183,8 @@ class FlowMatching(AbstractObjective):
         if self.coupling == "ot" and dist.bijector.context_dim:
             raise InputError(
                 "OT coupling pairs base and data points regardless of their conditions, "
-                "which biases a conditional flow; use coupling='independent' "
-                "(--coupling independent)"
+                "which biases a conditional flow; choose coupling 'independent'",
+                parameters=("coupling",),
             )
 
     def _ends(self, dist, batch, context, key) -> tuple[Array, Array]:
@@ -295,7 +295,7 @@ def _split_single_block(
     if len(blocks) != 1:
         raise InputError(
             f"flow matching trains a single FFJORD block, but this model has {len(blocks)}; "
-            "build it with one block (--blocks 1)"
+            "build it with one block",
         )
     others = [type(b).__name__ for b in parts if not isinstance(b, FFJORD | Affine | UnitInterval)]
     if others:

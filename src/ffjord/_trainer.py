@@ -158,7 +158,7 @@ def resolve_devices(devices: Any, batch_size: int, name: str = "devices") -> lis
         devices = len(available)
     if isinstance(devices, int | np.integer) and not isinstance(devices, bool):
         if devices < 1:
-            raise InputError(f"{name} must be at least 1, got {devices}")
+            raise InputError(f"{name} must be at least 1, got {devices}", parameters=(name,))
         if devices > len(available):
             platform = available[0].platform
             hint = (
@@ -168,7 +168,8 @@ def resolve_devices(devices: Any, batch_size: int, name: str = "devices") -> lis
                 else ""
             )
             raise InputError(
-                f"{name} {devices}: JAX sees only {len(available)} {platform} device(s){hint}"
+                f"{name} {devices}: JAX sees only {len(available)} {platform} device(s){hint}",
+                parameters=(name,),
             )
         chosen = available[: int(devices)]
     elif (
@@ -178,10 +179,11 @@ def resolve_devices(devices: Any, batch_size: int, name: str = "devices") -> lis
     ):
         chosen = list(devices)
         if len({d.id for d in chosen}) != len(chosen):
-            raise InputError(f"{name} lists a device more than once")
+            raise InputError(f"{name} lists a device more than once", parameters=(name,))
     else:
         raise InputError(
-            f"{name} must be a positive integer or a list of jax devices, got {devices!r}"
+            f"{name} must be a positive integer or a list of jax devices, got {devices!r}",
+            parameters=(name,),
         )
     if len(chosen) == 1:
         return None if chosen[0] == available[0] else chosen
