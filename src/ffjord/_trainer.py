@@ -253,6 +253,8 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.optimizer = optimizer
         self.filter_spec = trainable(dist)
+        self._static = eqx.partition(dist, self.filter_spec)[1]  # the frozen rest, once
+        self._prepares = objective.prepares
         self.devices = resolve_devices(devices, batch_size)
         self._batches_on = self._state_on = None
         if self.devices is not None:
@@ -291,14 +293,12 @@ class Trainer:
 
     def model(self, state: TrainState) -> TransformedDistribution:
         """The distribution with the state's current parameters (this process' copy)."""
-        _, static = eqx.partition(self.dist, self.filter_spec)
-        return eqx.combine(local_copy(state.params), static)
+        return eqx.combine(local_copy(state.params), self._static)
 
     def kept_model(self, state: TrainState) -> TransformedDistribution:
         """The distribution with the parameters the run keeps (`TrainState.kept_epoch`)."""
-        _, static = eqx.partition(self.dist, self.filter_spec)
         params = state.best_params if int(state.best_epoch) > 0 else state.params
-        return eqx.combine(local_copy(params), static)
+        return eqx.combine(local_copy(params), self._static)
 
     # One epoch -----------------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class Trainer:
         prepared: Any,
     ):
         self.num_traces["epoch"] += 1  # runs only while tracing: counts compilations
-        _, static = eqx.partition(self.dist, self.filter_spec)
+        static = self._static
         optimizer, objective = self.optimizer, self.objective
         step_keys = _step_keys(state.key, state.epoch, num_steps)
 
@@ -407,8 +407,8 @@ class Trainer:
         """The objective's parameter-free work for the epoch (e.g. OT pairings), done on the
         host before the epoch's compiled steps run: host work inside a compiled program
         (a callback) runs 1.5-3x slower while XLA's threads wait on the same cores."""
-        if batches is None or type(self.objective).prepare is AbstractObjective.prepare:
-            return None  # nothing to prepare: no extra compilation at start-up
+        if batches is None or not self._prepares:
+            return None  # nothing to prepare: neither the model nor the keys are built
         keys = _step_keys(state.key, state.epoch, num_steps)
         return self.objective.prepare(self.model(state), batches, contexts, keys)
 
