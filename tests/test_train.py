@@ -94,6 +94,18 @@ def test_no_snapshot_is_drawn_while_an_epoch_trains(getkey, tmp_path, monkeypatc
     assert len(list((tmp_path / "run").glob("snapshots/epoch_*.npz"))) == 5
 
 
+def test_epoch_order_is_the_stable_argsort_of_the_raw_stream():
+    from ffjord._trainer import _epoch_order, _stable_argsort
+
+    raw_key = np.asarray(jax.random.key_data(jax.random.key(3)))
+    for n in (1, 7, 5000):
+        seed = np.random.SeedSequence([*raw_key.ravel().tolist(), 2])
+        expected = np.argsort(np.random.PCG64(seed).random_raw(n), kind="stable")
+        np.testing.assert_array_equal(_epoch_order(raw_key, 2, n), expected)
+    ties = np.array([5, 3, 5, 1, 3, 5, 0], np.uint64)  # equal values keep their order
+    np.testing.assert_array_equal(_stable_argsort(ties), np.argsort(ties, kind="stable"))
+
+
 def test_only_objectives_with_epoch_work_prepare():
     assert ffjord.FlowMatching(coupling="ot").prepares
     assert not ffjord.FlowMatching(coupling="independent").prepares

@@ -574,7 +574,18 @@ def _epoch_order(key_data: Array, epoch: int, n: int) -> np.ndarray:
     with the key's bits and the epoch.
     """
     seed = np.random.SeedSequence([*np.asarray(key_data).ravel().tolist(), epoch])
-    return np.argsort(np.random.PCG64(seed).random_raw(n), kind="stable")
+    return _stable_argsort(np.random.PCG64(seed).random_raw(n))
+
+
+def _stable_argsort(values: np.ndarray) -> np.ndarray:
+    """`np.argsort(values, kind="stable")`, 4-5x faster for distinct values (the usual
+    case of 64-bit random numbers): any sort orders distinct values the same way, so the
+    default sort is used unless the sorted values show ties."""
+    order = np.argsort(values)
+    ranked = values[order]
+    if np.any(ranked[1:] == ranked[:-1]):
+        return np.argsort(values, kind="stable")
+    return order
 
 
 def _quietly(fn: Callable[[], Any]) -> Callable[[], None]:
