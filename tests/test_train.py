@@ -63,6 +63,55 @@ def test_epochs_after_the_first_do_not_recompile(getkey):
     assert int(state.epoch) == 3
 
 
+def test_no_snapshot_is_drawn_while_an_epoch_trains(getkey, tmp_path, monkeypatch):
+    # An epoch's `seconds` must be its own: the snapshot of 2-D runs (both cores, ~4x an
+    # epoch of the tutorial's flow matching) overlaps the evaluation, never the next epoch.
+    from ffjord import _run
+
+    drawing = []
+    draw, run_epoch = _run.Snapshotter.__call__, Trainer.run_epoch
+
+    def traced_draw(self, epoch, state):
+        drawing.append(epoch)
+        try:
+            draw(self, epoch, state)
+        finally:
+            drawing.remove(epoch)
+
+    def checked_run_epoch(self, state, data, context=None):
+        if int(state.epoch) > 0:  # the first epoch overlaps the warm-up (snapshot 0)
+            assert drawing == []
+        return run_epoch(self, state, data, context)
+
+    monkeypatch.setattr(_run.Snapshotter, "__call__", traced_draw)
+    monkeypatch.setattr(Trainer, "run_epoch", checked_run_epoch)
+    data = gaussian_data(getkey(), 512)
+    objective = ffjord.FlowMatching()
+    ffjord.fit(
+        getkey(), small_dist(getkey(), blocks=1), data, objective=objective, epochs=4,
+        batch_size=128, run_dir=tmp_path / "run", show_progress=False,
+    )  # fmt: skip
+    assert len(list((tmp_path / "run").glob("snapshots/epoch_*.npz"))) == 5
+
+
+def test_epoch_order_is_the_stable_argsort_of_the_raw_stream():
+    from ffjord._trainer import _epoch_order, _stable_argsort
+
+    raw_key = np.asarray(jax.random.key_data(jax.random.key(3)))
+    for n in (1, 7, 5000):
+        seed = np.random.SeedSequence([*raw_key.ravel().tolist(), 2])
+        expected = np.argsort(np.random.PCG64(seed).random_raw(n), kind="stable")
+        np.testing.assert_array_equal(_epoch_order(raw_key, 2, n), expected)
+    ties = np.array([5, 3, 5, 1, 3, 5, 0], np.uint64)  # equal values keep their order
+    np.testing.assert_array_equal(_stable_argsort(ties), np.argsort(ties, kind="stable"))
+
+
+def test_only_objectives_with_epoch_work_prepare():
+    assert ffjord.FlowMatching(coupling="ot").prepares
+    assert not ffjord.FlowMatching(coupling="independent").prepares
+    assert not ffjord.MaximumLikelihood().prepares
+
+
 def test_non_finite_steps_are_rejected_and_state_kept(getkey):
     dist = small_dist(getkey(), blocks=1)
     trainer = Trainer(dist, batch_size=64)

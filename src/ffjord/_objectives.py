@@ -73,6 +73,12 @@ class AbstractObjective(eqx.Module):
         default): nothing."""
         return None
 
+    @property
+    def prepares(self) -> bool:
+        """Whether `prepare` has work to do; the trainer skips it (and building its
+        arguments) when not."""
+        return type(self).prepare is not AbstractObjective.prepare
+
     @abc.abstractmethod
     def loss(
         self,
@@ -203,6 +209,10 @@ class FlowMatching(AbstractObjective):
             return None
         x0, x1 = _epoch_ends(self, dist, batches, contexts, keys)
         return jnp.asarray(_assignments(np.asarray(x0), np.asarray(x1)))
+
+    @property
+    def prepares(self) -> bool:
+        return self.coupling == "ot"
 
     def loss(self, dist, batch, context, key, prepared=None):
         _, block, _ = _split_single_block(dist.bijector)

@@ -418,6 +418,8 @@ def _loop(
     )
     try:
         while not _finished(state, options):
+            if snapshot is not None:  # the epoch's timed `seconds` get the cores to themselves
+                snapshot.wait()
             new_state, record = trainer.run_epoch(state, train.points, train.context)
             if warm_up is not None:  # evaluation and snapshots compiled meanwhile
                 warm_up.join()
@@ -426,6 +428,8 @@ def _loop(
                     snapshot(0, start_state)  # the warm-up failed: retry where errors show
             check_progress(record, steps_per_epoch)
             state = new_state
+            if snapshot is not None:  # drawn on the other core while this epoch is evaluated
+                snapshot.submit(int(state.epoch), state)
             eval_start = time.perf_counter()
             record["test_nll"] = record["eval_nfe"] = None
             if val is not None:
@@ -439,8 +443,6 @@ def _loop(
                 record["test_nll"] = float(-np.mean(lp))
             record["eval_seconds"] = time.perf_counter() - eval_start
             record["wall_seconds"] = time.perf_counter() - started
-            if snapshot is not None:  # drawn on the other core while the next epoch trains
-                snapshot.submit(epoch, state)
             if run is not None:
                 run.append_metrics(record)  # metrics first, then the checkpoint: see _run.py
                 run.save_checkpoint(state)

@@ -248,6 +248,8 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.optimizer = optimizer
         self.filter_spec = trainable(dist)
+        self._static = eqx.partition(dist, self.filter_spec)[1]  # the frozen rest, once
+        self._prepares = objective.prepares
         self.devices = resolve_devices(devices, batch_size)
         self._batches_on = self._state_on = None
         if self.devices is not None:
@@ -286,14 +288,12 @@ class Trainer:
 
     def model(self, state: TrainState) -> TransformedDistribution:
         """The distribution with the state's current parameters (this process' copy)."""
-        _, static = eqx.partition(self.dist, self.filter_spec)
-        return eqx.combine(local_copy(state.params), static)
+        return eqx.combine(local_copy(state.params), self._static)
 
     def kept_model(self, state: TrainState) -> TransformedDistribution:
         """The distribution with the parameters the run keeps (`TrainState.kept_epoch`)."""
-        _, static = eqx.partition(self.dist, self.filter_spec)
         params = state.best_params if int(state.best_epoch) > 0 else state.params
-        return eqx.combine(local_copy(params), static)
+        return eqx.combine(local_copy(params), self._static)
 
     # One epoch -----------------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class Trainer:
         prepared: Any,
     ):
         self.num_traces["epoch"] += 1  # runs only while tracing: counts compilations
-        _, static = eqx.partition(self.dist, self.filter_spec)
+        static = self._static
         optimizer, objective = self.optimizer, self.objective
         step_keys = _step_keys(state.key, state.epoch, num_steps)
 
@@ -402,8 +402,8 @@ class Trainer:
         """The objective's parameter-free work for the epoch (e.g. OT pairings), done on the
         host before the epoch's compiled steps run: host work inside a compiled program
         (a callback) runs 1.5-3x slower while XLA's threads wait on the same cores."""
-        if batches is None or type(self.objective).prepare is AbstractObjective.prepare:
-            return None  # nothing to prepare: no extra compilation at start-up
+        if batches is None or not self._prepares:
+            return None  # nothing to prepare: neither the model nor the keys are built
         keys = _step_keys(state.key, state.epoch, num_steps)
         return self.objective.prepare(self.model(state), batches, contexts, keys)
 
@@ -569,7 +569,18 @@ def _epoch_order(key_data: Array, epoch: int, n: int) -> np.ndarray:
     with the key's bits and the epoch.
     """
     seed = np.random.SeedSequence([*np.asarray(key_data).ravel().tolist(), epoch])
-    return np.argsort(np.random.PCG64(seed).random_raw(n), kind="stable")
+    return _stable_argsort(np.random.PCG64(seed).random_raw(n))
+
+
+def _stable_argsort(values: np.ndarray) -> np.ndarray:
+    """`np.argsort(values, kind="stable")`, 4-5x faster for distinct values (the usual
+    case of 64-bit random numbers): any sort orders distinct values the same way, so the
+    default sort is used unless the sorted values show ties."""
+    order = np.argsort(values)
+    ranked = values[order]
+    if np.any(ranked[1:] == ranked[:-1]):
+        return np.argsort(values, kind="stable")
+    return order
 
 
 def _quietly(fn: Callable[[], Any]) -> Callable[[], None]:
