@@ -23,6 +23,8 @@ from ._train import fit as fit
 from ._train import fit_to_density as fit_to_density
 from ._trainer import TrainingDiverged as TrainingDiverged
 from ._trainer import for_inference as for_inference
+from ._vector_field import AbstractVectorField as AbstractVectorField
+from ._vector_field import CallableField as CallableField
 from ._vector_field import MLPField as MLPField
 from ._version import __version__ as __version__
 
@@ -30,7 +32,9 @@ __all__ = [
     "AbstractBijector",
     "AbstractObjective",
     "AbstractTrace",
+    "AbstractVectorField",
     "Affine",
+    "CallableField",
     "Chain",
     "ContextMap",
     "ExactTrace",

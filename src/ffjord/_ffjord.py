@@ -10,6 +10,7 @@ import optimistix as optx
 
 from ._bijector import AbstractBijector, SolveStats
 from ._trace import AbstractTrace, ExactTrace
+from ._vector_field import AbstractVectorField, CallableField
 
 
 def _evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
@@ -90,18 +91,18 @@ class FFJORD(AbstractBijector):
     The state solves $dz/dt = f(t, z, \text{context})$ and the log-determinant the
     instantaneous change of variables $d\log|\det| / dt = \mathrm{Tr}(\partial f/\partial z)$,
     together in one augmented solve; the inverse is the same solve run from $t_1$
-    back to $t_0$. `field` is any callable `field(t, z, context)` on one point `z` of
-    shape `(d,)`, e.g. [`ffjord.MLPField`][]. With the exact trace, a field that also
-    has `value_and_divergence(t, z, context) -> (dz/dt, tr(d(dz/dt)/dz))` (as
-    `MLPField` does) supplies its own divergence; otherwise the trace takes `d`
-    Jacobian-vector products.
+    back to $t_0$. `field` is an [`ffjord.AbstractVectorField`][] (e.g.
+    [`ffjord.MLPField`][]) or any callable `field(t, z, context)` on one point `z` of
+    shape `(d,)`, which is wrapped in [`ffjord.CallableField`][]. The exact trace is the
+    field's own `value_and_divergence` (a closed form for `MLPField`, `d`
+    Jacobian-vector products by default).
 
     By default all points of a batch are integrated as one ODE with shared adaptive
     steps (fast); a point's result then depends on its batch-mates at the level of
     the solver tolerance. `per_point=True` solves each point on its own instead.
 
     Arguments:
-        field: the vector field.
+        field: the vector field (a plain callable is wrapped in `CallableField`).
         trace: `ExactTrace()` (default) or `HutchinsonTrace(...)`.
         solver: any diffrax solver (default `diffrax.Dopri5()`).
         rtol: relative tolerance of the default PID step-size controller.
@@ -129,7 +130,7 @@ class FFJORD(AbstractBijector):
         ((5, 2), (5,))
     """
 
-    field: Callable
+    field: AbstractVectorField
     trace: AbstractTrace
     solver: diffrax.AbstractSolver
     stepsize_controller: diffrax.AbstractStepSizeController
@@ -142,7 +143,7 @@ class FFJORD(AbstractBijector):
 
     def __init__(
         self,
-        field: Callable,
+        field: AbstractVectorField | Callable,
         *,
         trace: AbstractTrace | None = None,
         solver: diffrax.AbstractSolver | None = None,
@@ -184,7 +185,7 @@ class FFJORD(AbstractBijector):
             raise ValueError("FFJORD: a constant step size needs dt0=")
         if dt0 is not None and not float(dt0) > 0:
             raise ValueError(f"FFJORD: dt0 must be positive, got {dt0}")
-        self.field = field
+        self.field = field if isinstance(field, AbstractVectorField) else CallableField(field)
         self.trace = trace
         self.solver = solver
         self.stepsize_controller = stepsize_controller
@@ -197,24 +198,15 @@ class FFJORD(AbstractBijector):
 
     @property
     def dim(self) -> int | None:
-        dim = getattr(self.field, "dim", None)
-        return dim if isinstance(dim, int) else None
+        return self.field.dim
 
     @property
     def context_dim(self) -> int | None:
-        width = getattr(self.field, "context_dim", None)
-        return width if isinstance(width, int) else None
-
-    @property
-    def _closed_form_trace(self) -> bool:
-        """The exact trace comes from the field's `value_and_divergence` when it has one."""
-        return isinstance(self.trace, ExactTrace) and callable(
-            getattr(self.field, "value_and_divergence", None)
-        )
+        return self.field.context_dim
 
     def _check_context(self, context):
-        context_dim = getattr(self.field, "context_dim", None)
-        if not isinstance(context_dim, int):
+        context_dim = self.field.context_dim
+        if context_dim is None:
             return
         if context_dim and context is None:
             raise ValueError(f"this flow is conditional (context_dim={context_dim}): pass context=")
@@ -228,7 +220,9 @@ class FFJORD(AbstractBijector):
         self._check_context(context)
         n, d = x.shape
         log_det = log_det or regularize is not None
-        closed_form = self._closed_form_trace and regularize != "all"
+        # The exact trace is the field's own divergence, except when RNODE's Frobenius
+        # integral needs the Jacobian-vector products of the probes anyway.
+        closed_form = isinstance(self.trace, ExactTrace) and regularize != "all"
         if log_det and closed_form:
             probes, scale = None, 1.0  # the field computes its exact divergence itself
         elif log_det:

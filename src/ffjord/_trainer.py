@@ -21,6 +21,7 @@ from ._errors import InputError
 from ._keys import as_typed_key, key_bits
 from ._objectives import AbstractObjective, MaximumLikelihood
 from ._trace import AbstractTrace, ExactTrace
+from ._vector_field import AbstractVectorField
 
 
 class TrainingDiverged(RuntimeError):
@@ -82,8 +83,9 @@ def trainable(dist: TransformedDistribution) -> Any:
 
 
 def for_inference(tree: Any) -> Any:
-    """`tree` with every part that offers `for_inference()` (e.g. `MLPField`) in its
-    fastest form for evaluation without derivatives; values agree to rounding.
+    """`tree` with every vector field ([`ffjord.AbstractVectorField`][]) in its fastest
+    form for evaluation without derivatives (its `for_inference()`, e.g. `MLPField`'s
+    unit-by-unit form); values agree to rounding.
 
     Example:
         >>> import equinox as eqx, jax, jax.numpy as jnp, ffjord
@@ -98,11 +100,11 @@ def for_inference(tree: Any) -> Any:
         (5,)
     """
 
-    def has_form(node) -> bool:
-        return callable(getattr(node, "for_inference", None))
+    def is_field(node) -> bool:
+        return isinstance(node, AbstractVectorField)
 
     return jax.tree.map(
-        lambda node: node.for_inference() if has_form(node) else node, tree, is_leaf=has_form
+        lambda node: node.for_inference() if is_field(node) else node, tree, is_leaf=is_field
     )
 
 
