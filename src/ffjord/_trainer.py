@@ -263,7 +263,6 @@ class Trainer:
             mesh = Mesh(np.asarray(self.devices), ("batch",), axis_types=(AxisType.Auto,))
             self._batches_on = NamedSharding(mesh, PartitionSpec(None, "batch"))
             self._state_on = NamedSharding(mesh, PartitionSpec())
-        self.num_traces = {"epoch": 0, "eval": 0}
         self._epoch_fn = eqx.filter_jit(self._epoch)
         self._eval_fn = eqx.filter_jit(self._log_prob_chunk)
         self._objective_fn = eqx.filter_jit(self._objective_mean)
@@ -312,7 +311,6 @@ class Trainer:
         num_steps: int,
         prepared: Any,
     ):
-        self.num_traces["epoch"] += 1  # runs only while tracing: counts compilations
         _, static = eqx.partition(self.dist, self.filter_spec)
         optimizer, objective = self.optimizer, self.objective
         step_keys = _step_keys(state.key, state.epoch, num_steps)
@@ -469,7 +467,6 @@ class Trainer:
     def _log_prob_chunk(self, dist, chunk: Array):
         """Exact log p of the points in `chunk` (their conditions in its last columns) and,
         in a second column, the solve's field evaluations."""
-        self.num_traces["eval"] += 1
         d = dist.dim
         context = chunk[:, d:] if chunk.shape[1] > d else None
         lp, stats = dist.log_prob_with_stats(chunk[:, :d], context=context)
