@@ -4,6 +4,7 @@ from ._bijector import AbstractBijector as AbstractBijector
 from ._bijector import Affine as Affine
 from ._bijector import Chain as Chain
 from ._bijector import ContextMap as ContextMap
+from ._bijector import Mode as Mode
 from ._bijector import ProjectedContext as ProjectedContext
 from ._bijector import SolveStats as SolveStats
 from ._bijector import StandardizedContext as StandardizedContext
@@ -44,6 +45,7 @@ __all__ = [
     "InputError",
     "MLPField",
     "MaximumLikelihood",
+    "Mode",
     "MultivariateNormalDiag",
     "ProjectedContext",
     "SolveStats",

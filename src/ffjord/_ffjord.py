@@ -1,5 +1,6 @@
 """The FFJORD bijector: state and log-determinant in one augmented ODE solve."""
 
+import dataclasses
 from collections.abc import Callable
 
 import diffrax
@@ -216,36 +217,35 @@ class FFJORD(AbstractBijector):
                 f"context_dim={context_dim}"
             )
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+    def transform_flat(self, x, context, key, mode):
         self._check_context(context)
         n, d = x.shape
-        log_det = log_det or regularize is not None
         # The exact trace is the field's own divergence, except when RNODE's Frobenius
         # integral needs the Jacobian-vector products of the probes anyway.
-        closed_form = isinstance(self.trace, ExactTrace) and regularize != "all"
-        if log_det and closed_form:
-            probes, scale = None, 1.0  # the field computes its exact divergence itself
-        elif log_det:
+        closed_form = isinstance(self.trace, ExactTrace) and mode.regularize != "all"
+        if mode.log_det and not closed_form:
             probes, scale = self.trace.probes(key, n, d, x.dtype)
         else:
             probes, scale = None, 1.0
-        args = (x, context, probes, scale, inverse, log_det, throw, regularize)
         if self.per_point:
-            return self._solve_per_point(*args)
-        return self._solve(*args)
+            return self._solve_per_point(x, context, probes, scale, mode)
+        return self._solve(x, context, probes, scale, mode)
 
-    def _solve_per_point(self, x, context, probes, scale, inverse, log_det, throw, regularize):
+    def _solve_per_point(self, x, context, probes, scale, mode):
         def one(xi, ci, pi):
             ci = None if ci is None else ci[None]
             pi = None if pi is None else pi[:, None]
-            y, ld, stats = self._solve(xi[None], ci, pi, scale, inverse, log_det, throw, regularize)
-            return y[0], ld[0], stats
+            y, ld, stats = self._solve(xi[None], ci, pi, scale, mode)
+            integrals = jax.tree.map(lambda a: a[0], (stats.kinetic, stats.jacobian_frobenius))
+            return y[0], ld[0], stats.counters(), integrals
 
         in_axes = (0, None if context is None else 0, None if probes is None else 1)
-        y, ld, stats = jax.vmap(one, in_axes=in_axes)(x, context, probes)
-        return y, ld, stats.total()
+        y, ld, stats, (kinetic, frobenius) = jax.vmap(one, in_axes=in_axes)(x, context, probes)
+        total = dataclasses.replace(stats.total(), kinetic=kinetic, jacobian_frobenius=frobenius)
+        return y, ld, total
 
-    def _solve(self, x, context, probes, scale, inverse, log_det, throw, regularize):
+    def _solve(self, x, context, probes, scale, mode):
+        inverse, regularize = mode.inverse, mode.regularize
         t0, t1 = (self.t1, self.t0) if inverse else (self.t0, self.t1)
         # The first step tries the whole interval (`dt0=None`); the controller shrinks it
         # as the field demands. diffrax's own initial guess is far more cautious: it
@@ -256,7 +256,7 @@ class FFJORD(AbstractBijector):
         if regularize is not None:
             dynamics = _kinetic_dynamics if probes is None else _augmented_dynamics
             y0 = (x, zeros, zeros, zeros)
-        elif log_det:
+        elif mode.log_det:
             dynamics = _divergence_dynamics if probes is None else _augmented_dynamics
             y0 = (x, zeros)
         else:
@@ -282,6 +282,7 @@ class FFJORD(AbstractBijector):
         )
         assert sol.ys is not None and sol.stats is not None
         ys = jax.tree.map(lambda a: a[-1], sol.ys)
+        integrals = None, None
         if regularize is not None:
             # The integrals of ||f||^2 and ||df/dz||_F^2 along the path, positive in
             # both directions (an inverse solve integrates them from t1 back to t0).
@@ -289,8 +290,8 @@ class FFJORD(AbstractBijector):
             if regularize == "kinetic":  # JVP probes estimate it anyway: not asked for
                 frobenius = jnp.zeros_like(frobenius)
             sign = -1.0 if inverse else 1.0
-            ld = jnp.stack([ld, sign * kinetic, sign * frobenius], axis=-1)
-        elif log_det:
+            integrals = sign * kinetic, sign * frobenius
+        elif mode.log_det:
             y, ld = ys
         else:
             y, ld = ys, zeros
@@ -302,8 +303,10 @@ class FFJORD(AbstractBijector):
             num_rejected_steps=sol.stats["num_rejected_steps"],
             num_fn_evals=per_step * num_steps + at_start,
             failed=sol.result != diffrax.RESULTS.successful,
+            kinetic=integrals[0],
+            jacobian_frobenius=integrals[1],
         )
-        if throw:
+        if mode.throw:
             y = eqx.error_if(
                 y,
                 sol.result == diffrax.RESULTS.max_steps_reached,

@@ -315,7 +315,7 @@ def _split_single_block(
 
 def _through(maps: list[AbstractBijector], x: Array, context, *, inverse: bool = False) -> Array:
     for bijector in maps:
-        x = bijector._call(x, context, None, inverse=inverse, log_det=False)[0]
+        x = bijector.transform(x, context=context, inverse=inverse, log_det=False)[0]
     return x
 
 

@@ -554,7 +554,7 @@ def _forward(bijector, rows):
     # Columns beyond the flow's dimension are the points' conditions.
     d = rows.shape[1] if bijector.dim is None else bijector.dim  # no dim: no condition columns
     context = rows[:, d:] if rows.shape[1] > d else None
-    return bijector._call(rows[:, :d], context, None, inverse=False, log_det=False, throw=False)[0]
+    return bijector.transform(rows[:, :d], context=context, log_det=False, throw=False)[0]
 
 
 def transform(bijector, points: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
