@@ -3,7 +3,7 @@
 import abc
 import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -133,14 +133,22 @@ class AbstractBijector(eqx.Module):
 
     Subclasses implement `transform_flat` on a flat batch of shape `(n, d)`; this class
     handles leading batch shapes `(..., d)`, broadcasting of `context`, and the
-    public method names (TFP's meaning of forward and inverse).
+    public method names (TFP's meaning of forward and inverse). A subclass whose
+    arrays are fixed maps that training leaves alone (e.g. a standardisation) declares
+    `frozen = True`.
 
     Example:
         >>> import jax.numpy as jnp, ffjord
         >>> b = ffjord.Affine(jnp.zeros(2), 2.0 * jnp.ones(2))
         >>> isinstance(b, ffjord.AbstractBijector), b.forward(jnp.ones((3, 4, 2))).shape
         (True, (3, 4, 2))
+        >>> b.frozen  # a fixed map: training leaves its arrays alone
+        True
     """
+
+    # True for a bijector whose arrays are fixed: training leaves them alone, and flow
+    # matching accepts it around its FFJORD block (it maps base and data alike).
+    frozen: ClassVar[bool] = False
 
     @property
     def dim(self) -> int | None:
@@ -404,6 +412,8 @@ class Affine(AbstractBijector):
     shift: Float[Array, " d"]
     scale: Float[Array, " d"]
 
+    frozen: ClassVar[bool] = True  # a fixed map (e.g. undoing a standardisation)
+
     def __init__(self, shift, scale):
         shift, scale = jnp.asarray(shift), jnp.asarray(scale)
         if shift.ndim != 1 or scale.shape != shift.shape:
@@ -438,7 +448,7 @@ class UnitInterval(AbstractBijector):
     infinitely far; the log-determinant keeps every density in the data's own units.
     $\alpha$ keeps the box's faces at finite logits: the forward map's range is
     $(-\alpha, 1 - \alpha) / (1 - 2\alpha)$, a little wider than $[0, 1]$, and points
-    outside it have density zero (`log_prob` gives `-inf`). No trainable arrays.
+    outside it have density zero (`log_prob` gives `-inf`). A fixed map (`frozen`).
 
     Example:
         >>> import jax.numpy as jnp, ffjord
@@ -450,6 +460,8 @@ class UnitInterval(AbstractBijector):
 
     size: int = eqx.field(static=True)
     alpha: float = eqx.field(static=True)
+
+    frozen: ClassVar[bool] = True
 
     def __init__(self, dim: int, alpha: float = 0.01):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
-from ._bijector import Affine
+from ._bijector import AbstractBijector
 from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
 from ._errors import InputError
@@ -72,12 +72,17 @@ class TrainState(eqx.Module):
 
 
 def trainable(dist: TransformedDistribution) -> Any:
-    """The filter of trainable leaves: the bijector's float arrays, except fixed `Affine` maps."""
+    """The filter of trainable leaves: the bijector's float arrays, except those of the
+    parts that declare themselves fixed (`AbstractBijector.frozen`, e.g. `Affine`)."""
+
+    def is_frozen(node) -> bool:
+        return isinstance(node, AbstractBijector) and node.frozen
+
     spec = jax.tree.map(lambda _: False, dist)
     bij_spec = jax.tree.map(
-        lambda node: False if isinstance(node, Affine) else eqx.is_inexact_array(node),
+        lambda node: False if is_frozen(node) else eqx.is_inexact_array(node),
         dist.bijector,
-        is_leaf=lambda node: isinstance(node, Affine),
+        is_leaf=is_frozen,
     )
     return eqx.tree_at(lambda d: d.bijector, spec, bij_spec)
 
