@@ -23,11 +23,13 @@ def _evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
     first-same-as-last solver evaluates its first stage once more for each rejected
     attempt at the very first step (diffrax's stats do not tell those apart).
     """
-    tableau = getattr(solver, "tableau", None)
-    if tableau is None:
+    if not isinstance(solver, diffrax.AbstractRungeKutta):
+        return 1, 0
+    tableau = solver.tableau
+    if not isinstance(tableau, diffrax.ButcherTableau):  # e.g. an IMEX pair of tableaus
         return 1, 0
     stages = len(tableau.c) + 1
-    if getattr(tableau, "fsal", False):
+    if tableau.fsal:
         return stages - 1, 1
     return stages, 0
 
