@@ -84,7 +84,7 @@ Regularize = Literal["kinetic", "all"] | None
 
 class Mode(eqx.Module):
     """What one call of a bijector computes: the frozen options of
-    [`AbstractBijector.transform_flat`][ffjord.AbstractBijector.transform_flat].
+    `AbstractBijector.transform_flat`.
 
     - `inverse`: map data to base (`False`: base to data).
     - `log_det`: compute log|det J| (`False`: zeros, and an FFJORD block solves for the
