@@ -296,7 +296,10 @@ def train_ffjord(coupling: str, dist0, data: np.ndarray, epochs: int, key):
     """ffjord's engine (`Trainer.run_epoch`); returns (summary, trained model)."""
     import ffjord
     from ffjord._trainer import Trainer
+    from trace_counts import traces
 
+    epoch_traces = traces(Trainer, "_epoch")
+    traced_before = epoch_traces()
     trainer = Trainer(
         dist0, objective=ffjord.FlowMatching(coupling=coupling), batch_size=BATCH, learning_rate=LR
     )
@@ -313,7 +316,7 @@ def train_ffjord(coupling: str, dist0, data: np.ndarray, epochs: int, key):
         "compile_s": compile_s,
         **per_step_summary(epoch_seconds),
         "last_loss": losses[-1],
-        "num_traces": trainer.num_traces["epoch"],
+        "num_traces": epoch_traces() - traced_before,
     }
     return summary, trainer.model(state)
 

@@ -104,7 +104,10 @@ def main(argv=None):
 
     import ffjord
     from ffjord import _settings, datasets
-    from ffjord._trainer import check_progress, transform
+    from ffjord._trainer import Trainer, check_progress, transform
+    from trace_counts import traces
+
+    epoch_traces, eval_traces = traces(Trainer, "_epoch"), traces(Trainer, "_log_prob_chunk")
 
     t_imported = time.time()
 
@@ -237,7 +240,7 @@ def main(argv=None):
         "compile_s": compile_s,
         "first_epoch_exec_s": first_epoch_exec_s,
         "compile_estimate_s": (epoch_seconds[0] - steady) if steady is not None else None,
-        "num_traces": dict(trainer.num_traces),
+        "num_traces": {"epoch": epoch_traces(), "eval": eval_traces()},
         "epoch_seconds": epoch_seconds,
         "steady_epoch_s": steady,
         "eval_seconds": eval_seconds,

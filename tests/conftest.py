@@ -73,3 +73,22 @@ def checkpoint_state(run_dir):
         optimizer=training_options(cfg).make_optimizer(steps),
     )
     return run, run.load_checkpoint(trainer.init(train_key(cfg)))
+
+
+@pytest.fixture
+def max_traces(monkeypatch):
+    """`max_traces(cls, name, n)`: for this test, every instance's method `cls.name` is
+    wrapped in `eqx.debug.assert_max_traces(max_traces=n)` (a compiled method traced more
+    often raises); returns the wrapped function, for `eqx.debug.get_num_traces`."""
+    import equinox as eqx
+
+    def wrap(cls, name: str, n: int):
+        counted = eqx.debug.assert_max_traces(getattr(cls, name), max_traces=n)
+
+        def method(self, *args, **kwargs):
+            return counted(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, method)
+        return counted
+
+    return wrap

@@ -16,7 +16,7 @@ A2 = np.array([[-0.4, 0.1], [0.5, 0.6]])
 SHIFT, SCALE = np.array([10.0, -3.0]), np.array([4.0, 0.5])
 
 
-class ContextLinearField(eqx.Module):
+class ContextLinearField(ffjord.AbstractVectorField):
     """dz/dt = (c0 A1 + c1 A2) z: a linear field whose matrix depends on the condition."""
 
     a1: jax.Array

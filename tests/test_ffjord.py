@@ -13,19 +13,21 @@ import ffjord
 TIGHT = dict(rtol=1e-9, atol=1e-11)
 
 
-class LinearField(eqx.Module):
+class LinearField(ffjord.AbstractVectorField):
     a: jax.Array
     dim: int = eqx.field(static=True)
+    context_dim: int = eqx.field(static=True, default=0)
 
     def __call__(self, t, z, context):
         return self.a @ z
 
 
-class TimeField(eqx.Module):
+class TimeField(ffjord.AbstractVectorField):
     """A nonlinear, time-dependent field with a non-trivial Jacobian."""
 
     w: jax.Array
     dim: int = eqx.field(static=True, default=3)
+    context_dim: int = eqx.field(static=True, default=0)
 
     def __call__(self, t, z, context):
         return jnp.tanh(self.w @ z + jnp.sin(2.0 * t)) * (1.0 + 0.5 * t) - 0.3 * z**3
@@ -222,7 +224,7 @@ def test_constant_step_solver(a_matrix):
     np.testing.assert_allclose(ldj, np.trace(a_matrix) * np.ones(2), rtol=1e-6)
 
 
-class ContextField(eqx.Module):
+class ContextField(ffjord.AbstractVectorField):
     w: jax.Array
     dim: int = eqx.field(static=True, default=2)
     context_dim: int = eqx.field(static=True, default=1)

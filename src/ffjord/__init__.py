@@ -4,6 +4,7 @@ from ._bijector import AbstractBijector as AbstractBijector
 from ._bijector import Affine as Affine
 from ._bijector import Chain as Chain
 from ._bijector import ContextMap as ContextMap
+from ._bijector import Mode as Mode
 from ._bijector import ProjectedContext as ProjectedContext
 from ._bijector import SolveStats as SolveStats
 from ._bijector import StandardizedContext as StandardizedContext
@@ -23,6 +24,8 @@ from ._train import fit as fit
 from ._train import fit_to_density as fit_to_density
 from ._trainer import TrainingDiverged as TrainingDiverged
 from ._trainer import for_inference as for_inference
+from ._vector_field import AbstractVectorField as AbstractVectorField
+from ._vector_field import CallableField as CallableField
 from ._vector_field import MLPField as MLPField
 from ._version import __version__ as __version__
 
@@ -30,7 +33,9 @@ __all__ = [
     "AbstractBijector",
     "AbstractObjective",
     "AbstractTrace",
+    "AbstractVectorField",
     "Affine",
+    "CallableField",
     "Chain",
     "ContextMap",
     "ExactTrace",
@@ -40,6 +45,7 @@ __all__ = [
     "InputError",
     "MLPField",
     "MaximumLikelihood",
+    "Mode",
     "MultivariateNormalDiag",
     "ProjectedContext",
     "SolveStats",

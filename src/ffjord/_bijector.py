@@ -1,8 +1,9 @@
 """The bijector interface, solver statistics and `Chain`."""
 
 import abc
+import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -11,18 +12,23 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 
 class SolveStats(eqx.Module):
-    """Work done by the ODE solves behind one call, summed over blocks.
+    r"""Work done by the ODE solves behind one call, summed over blocks.
 
     `num_fn_evals` counts evaluations of the vector field over the whole batch
     (a batched solve evaluates every point at once). `failed` is true when any
     solve stopped before its end time (e.g. `max_steps` was exhausted).
 
+    A call that asks for RNODE's regularisers (`transform(..., regularize=)`) also
+    gets, per point (shape `(...)`, summed over blocks; `None` otherwise), the kinetic
+    energy `kinetic` $\int \lVert f \rVert^2 dt$ and `jacobian_frobenius`
+    $\int \lVert \partial f / \partial z \rVert_F^2 dt$ along its path.
+
     Example:
         >>> import jax, jax.numpy as jnp, ffjord
         >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
         >>> y, ldj, stats = ffjord.FFJORD(field).forward_with_stats(jnp.zeros((5, 2)))
-        >>> int(stats.num_fn_evals) > 0, bool(stats.failed)
-        (True, False)
+        >>> int(stats.num_fn_evals) > 0, bool(stats.failed), stats.kinetic is None
+        (True, False, True)
     """
 
     num_steps: Int[Array, ""]
@@ -30,6 +36,8 @@ class SolveStats(eqx.Module):
     num_rejected_steps: Int[Array, ""]
     num_fn_evals: Int[Array, ""]
     failed: Array
+    kinetic: Float[Array, "..."] | None = None
+    jacobian_frobenius: Float[Array, "..."] | None = None
 
     @staticmethod
     def zero() -> "SolveStats":
@@ -43,29 +51,72 @@ class SolveStats(eqx.Module):
             self.num_rejected_steps + other.num_rejected_steps,
             self.num_fn_evals + other.num_fn_evals,
             self.failed | other.failed,
+            _add_integrals(self.kinetic, other.kinetic),
+            _add_integrals(self.jacobian_frobenius, other.jacobian_frobenius),
         )
 
     def total(self) -> "SolveStats":
-        """Sum stacked statistics (leading axis) into one."""
+        """Sum stacked statistics (leading axis) into one, integrals included."""
         return SolveStats(
             jnp.sum(self.num_steps),
             jnp.sum(self.num_accepted_steps),
             jnp.sum(self.num_rejected_steps),
             jnp.sum(self.num_fn_evals),
             jnp.any(self.failed),
+            None if self.kinetic is None else jnp.sum(self.kinetic, axis=0),
+            None if self.jacobian_frobenius is None else jnp.sum(self.jacobian_frobenius, axis=0),
         )
+
+    def counters(self) -> "SolveStats":
+        """The same statistics without the regularisation integrals."""
+        return dataclasses.replace(self, kinetic=None, jacobian_frobenius=None)
+
+
+def _add_integrals(a: Array | None, b: Array | None) -> Array | None:
+    """Per-point integrals of two calls; `None` (no dynamics, or not asked for) adds nothing."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 Regularize = Literal["kinetic", "all"] | None
 
 
-def _zero_log_det(x: Array, regularize: Regularize) -> Array:
-    """Zeros in the shape of `_apply`'s second output for a batch `x`: `(n,)` or `(n, 3)`."""
-    shape = x.shape[:1] if regularize is None else (x.shape[0], 3)
-    return jnp.zeros(shape, x.dtype)
+class Mode(eqx.Module):
+    """What one call of a bijector computes: the frozen options of
+    `AbstractBijector.transform_flat`.
+
+    - `inverse`: map data to base (`False`: base to data).
+    - `log_det`: compute log|det J| (`False`: zeros, and an FFJORD block solves for the
+      state alone).
+    - `throw`: raise on a failed ODE solve (`False`: report it in `stats.failed`).
+    - `regularize`: `"kinetic"` or `"all"` for RNODE's integrals in the statistics (the
+      kinetic energy; `"all"` also the Jacobian's Frobenius norm, else zeros); implies
+      `log_det`.
+
+    Example:
+        >>> import ffjord
+        >>> ffjord.Mode(inverse=True, regularize="all").log_det
+        True
+    """
+
+    inverse: bool = eqx.field(static=True, default=False)
+    log_det: bool = eqx.field(static=True, default=True)
+    throw: bool = eqx.field(static=True, default=True)
+    regularize: Regularize = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if self.regularize not in ("kinetic", "all", None):
+            raise ValueError(
+                f"Mode: regularize must be 'kinetic', 'all' or None, got {self.regularize!r}"
+            )
+        if self.regularize is not None and not self.log_det:
+            raise ValueError("Mode: regularize= needs log_det=True")
 
 
-def _check_points(x: Array, dim: int | None, name: str) -> None:
+def check_points(x: Array, dim: int | None, name: str) -> None:
+    """Raise a `ValueError` naming `name` unless `x` is a floating-point array of shape
+    `(..., dim)` (any last dimension when `dim` is `None`)."""
     if x.ndim < 1:
         raise ValueError(f"{name} must have shape (..., d), got a scalar")
     if dim is not None and x.shape[-1] != dim:
@@ -80,16 +131,24 @@ def _check_points(x: Array, dim: int | None, name: str) -> None:
 class AbstractBijector(eqx.Module):
     """A differentiable bijection with log-determinants, over any batch shape.
 
-    Subclasses implement `_apply` on a flat batch of shape `(n, d)`; this class
+    Subclasses implement `transform_flat` on a flat batch of shape `(n, d)`; this class
     handles leading batch shapes `(..., d)`, broadcasting of `context`, and the
-    public method names (TFP's meaning of forward and inverse).
+    public method names (TFP's meaning of forward and inverse). A subclass whose
+    arrays are fixed maps that training leaves alone (e.g. a standardisation) declares
+    `frozen = True`.
 
     Example:
         >>> import jax.numpy as jnp, ffjord
         >>> b = ffjord.Affine(jnp.zeros(2), 2.0 * jnp.ones(2))
         >>> isinstance(b, ffjord.AbstractBijector), b.forward(jnp.ones((3, 4, 2))).shape
         (True, (3, 4, 2))
+        >>> b.frozen  # a fixed map: training leaves its arrays alone
+        True
     """
+
+    # True for a bijector whose arrays are fixed: training leaves them alone, and flow
+    # matching accepts it around its FFJORD block (it maps base and data alike).
+    frozen: ClassVar[bool] = False
 
     @property
     def dim(self) -> int | None:
@@ -102,41 +161,57 @@ class AbstractBijector(eqx.Module):
         return None
 
     @abc.abstractmethod
-    def _apply(
+    def transform_flat(
         self,
         x: Float[Array, "n d"],
-        context: Array | None,
+        context: Float[Array, "n k"] | None,
         key: PRNGKeyArray | None,
-        *,
-        inverse: bool,
-        log_det: bool,
-        throw: bool,
-        regularize: Regularize = None,
+        mode: Mode,
     ) -> tuple[Float[Array, "n d"], Float[Array, " n"], SolveStats]:
-        """Map a flat batch; return the image, log|det J| per point and statistics.
+        """Map a flat batch as `mode` says; return the image, log|det J| per point (zeros
+        without `mode.log_det`) and the statistics of its solves.
 
-        With `throw`, a failed ODE solve raises; without, it sets `stats.failed`.
-        With `regularize` (`"kinetic"` or `"all"`, for RNODE), the second output has
-        shape `(n, 3)`: log|det J|, the kinetic energy `int ||f||^2 dt` and the Jacobian's
-        Frobenius integral `int ||df/dz||_F^2 dt` (zero unless `"all"`), each summed over
-        blocks; a bijector without dynamics contributes zeros to the last two.
+        With `mode.regularize`, `stats.kinetic` and `stats.jacobian_frobenius` hold the
+        integrals of shape `(n,)` (a bijector without dynamics leaves them `None`). The
+        public methods (`transform`, `forward`, ...) call this one.
         """
 
-    def _call(
+    def transform(
         self,
-        x,
-        context,
-        key,
+        x: Array,
         *,
-        inverse: bool,
-        log_det: bool,
+        context: Array | None = None,
+        key: PRNGKeyArray | None = None,
+        inverse: bool = False,
+        log_det: bool = True,
         throw: bool = True,
         regularize: Regularize = None,
-    ):
+    ) -> tuple[Array, Array, SolveStats]:
+        """`(image, log|det J|, stats)` of points `x` of shape `(..., d)`: the one call
+        behind every other method, with the options of [`ffjord.Mode`][].
+
+        The log-determinant has shape `(...)` whatever is asked for (zeros without
+        `log_det`); with `regularize`, `stats.kinetic` and `stats.jacobian_frobenius`
+        have shape `(...)` too (zeros for a map without dynamics).
+
+        Example:
+            >>> import jax, jax.numpy as jnp, ffjord
+            >>> field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+            >>> flow = ffjord.FFJORD(field)
+            >>> x, ildj, stats = flow.transform(jnp.ones((4, 2)), inverse=True, regularize="all")
+            >>> ildj.shape, stats.kinetic.shape, stats.jacobian_frobenius.shape
+            ((4,), (4,), (4,))
+        """
+        mode = Mode(
+            inverse=inverse,
+            log_det=log_det or regularize is not None,
+            throw=throw,
+            regularize=regularize,
+        )
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.result_type(float))
-        _check_points(x, self.dim, "y" if inverse else "x")
+        check_points(x, self.dim, "y" if inverse else "x")
         batch_shape, d = x.shape[:-1], x.shape[-1]
         flat_context = None
         if context is not None:
@@ -154,39 +229,40 @@ class AbstractBijector(eqx.Module):
             flat_context = jnp.broadcast_to(context, batch_shape + (c,)).reshape(-1, c)
         n = math.prod(batch_shape)
         flat_x = jnp.broadcast_to(x, batch_shape + (d,)).reshape(n, d)
-        y, ld, stats = self._apply(
-            flat_x,
-            flat_context,
-            key,
-            inverse=inverse,
-            log_det=log_det,
-            throw=throw,
-            regularize=regularize,
-        )
-        return y.reshape(batch_shape + (d,)), ld.reshape(batch_shape + ld.shape[1:]), stats
+        y, ld, stats = self.transform_flat(flat_x, flat_context, key, mode)
+        if regularize is not None:
+            zeros = jnp.zeros((n,), y.dtype)  # no dynamics anywhere: nothing accumulated
+            kinetic = zeros if stats.kinetic is None else stats.kinetic
+            frobenius = zeros if stats.jacobian_frobenius is None else stats.jacobian_frobenius
+            stats = dataclasses.replace(
+                stats,
+                kinetic=kinetic.reshape(batch_shape),
+                jacobian_frobenius=frobenius.reshape(batch_shape),
+            )
+        return y.reshape(batch_shape + (d,)), ld.reshape(batch_shape), stats
 
     # Public API ---------------------------------------------------------------------------
 
     def forward(self, x: Array, *, context: Array | None = None, key=None) -> Array:
         """Map base-space points `x` of shape `(..., d)` to data space."""
-        return self._call(x, context, key, inverse=False, log_det=False)[0]
+        return self.transform(x, context=context, key=key, log_det=False)[0]
 
     def inverse(self, y: Array, *, context: Array | None = None, key=None) -> Array:
         """Map data-space points `y` of shape `(..., d)` back to base space."""
-        return self._call(y, context, key, inverse=True, log_det=False)[0]
+        return self.transform(y, context=context, key=key, inverse=True, log_det=False)[0]
 
     def forward_and_log_det(
         self, x: Array, *, context: Array | None = None, key=None
     ) -> tuple[Array, Array]:
         """`(forward(x), log|det dforward/dx|)`, the latter of shape `(...)`."""
-        y, ld, _ = self._call(x, context, key, inverse=False, log_det=True)
+        y, ld, _ = self.transform(x, context=context, key=key)
         return y, ld
 
     def inverse_and_log_det(
         self, y: Array, *, context: Array | None = None, key=None
     ) -> tuple[Array, Array]:
         """`(inverse(y), log|det dinverse/dy|)`, the latter of shape `(...)`."""
-        x, ld, _ = self._call(y, context, key, inverse=True, log_det=True)
+        x, ld, _ = self.transform(y, context=context, key=key, inverse=True)
         return x, ld
 
     def forward_log_det_jacobian(self, x: Array, *, context: Array | None = None, key=None):
@@ -205,13 +281,13 @@ class AbstractBijector(eqx.Module):
         Never raises on a failed solve: check `stats.failed` (the values are then
         meaningless).
         """
-        return self._call(x, context, key, inverse=False, log_det=True, throw=False)
+        return self.transform(x, context=context, key=key, throw=False)
 
     def inverse_with_stats(
         self, y: Array, *, context: Array | None = None, key=None
     ) -> tuple[Array, Array, SolveStats]:
         """Like `inverse_and_log_det`, plus the solver statistics (see `forward_with_stats`)."""
-        return self._call(y, context, key, inverse=True, log_det=True, throw=False)
+        return self.transform(y, context=context, key=key, inverse=True, throw=False)
 
 
 def _same_structure(a: eqx.Module, b: eqx.Module) -> bool:
@@ -274,57 +350,53 @@ class Chain(AbstractBijector):
             return max(w for w in widths if w is not None)
         return None if any(w is None for w in widths) else 0
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+    def transform_flat(self, x, context, key, mode):
         n = len(self.bijectors)
         first = self.bijectors[0]
         if n > 1 and all(_same_structure(first, b) for b in self.bijectors[1:]):
-            return self._scan(
-                x,
-                context,
-                key,
-                inverse=inverse,
-                log_det=log_det,
-                throw=throw,
-                regularize=regularize,
-            )
+            return self._scan(x, context, key, mode)
         keys = [None] * n if key is None else list(jax.random.split(key, n))
-        order = range(n - 1, -1, -1) if inverse else range(n)
-        total_ld = _zero_log_det(x, regularize)
+        order = range(n - 1, -1, -1) if mode.inverse else range(n)
+        total_ld = jnp.zeros(x.shape[:1], x.dtype)
         stats = SolveStats.zero()
         for i in order:
-            x, ld, s = self.bijectors[i]._apply(
-                x,
-                context,
-                keys[i],
-                inverse=inverse,
-                log_det=log_det,
-                throw=throw,
-                regularize=regularize,
-            )
+            x, ld, s = self.bijectors[i].transform_flat(x, context, keys[i], mode)
             total_ld = total_ld + ld
             stats = stats + s
         return x, total_ld, stats
 
-    def _scan(self, x, context, key, *, inverse, log_det, throw, regularize):
+    def _scan(self, x, context, key, mode):
         n = len(self.bijectors)
         parts = [eqx.partition(b, eqx.is_array) for b in self.bijectors]
         static = parts[0][1]
         stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(p[0] for p in parts))
         keys = None if key is None else jax.random.split(key, n)
+        regularized = mode.regularize is not None
 
         def body(carry, xs):
-            z, total = carry
+            z, totals = carry
             params, k = xs
             block = eqx.combine(params, static)
-            z, ld, s = block._apply(
-                z, context, k, inverse=inverse, log_det=log_det, throw=throw, regularize=regularize
-            )
+            z, ld, s = block.transform_flat(z, context, k, mode)
+            # The regularisers accumulate in the carry beside the log-determinant, block by
+            # block; the counters are stacked and summed at the end.
+            terms = (ld, s.kinetic, s.jacobian_frobenius) if regularized else (ld,)
+            terms = [_zeros_if_none(t, z) for t in terms]
             # The points keep their dtype (float32 points through a float64 model: float32)
-            return (z.astype(carry[0].dtype), (total + ld).astype(carry[1].dtype)), s
+            totals = tuple((u + v).astype(u.dtype) for u, v in zip(totals, terms, strict=True))
+            return (z.astype(carry[0].dtype), totals), s.counters()
 
-        init = (x, _zero_log_det(x, regularize))
-        (y, total), stats = jax.lax.scan(body, init, (stacked, keys), reverse=inverse)
-        return y, total, stats.total()
+        zeros = jnp.zeros(x.shape[:1], x.dtype)
+        init = (x, (zeros,) * (3 if regularized else 1))
+        (y, totals), stats = jax.lax.scan(body, init, (stacked, keys), reverse=mode.inverse)
+        stats = stats.total()
+        if regularized:
+            stats = dataclasses.replace(stats, kinetic=totals[1], jacobian_frobenius=totals[2])
+        return y, totals[0], stats
+
+
+def _zeros_if_none(a: Array | None, like: Array) -> Array:
+    return jnp.zeros(like.shape[:1], like.dtype) if a is None else a
 
 
 class Affine(AbstractBijector):
@@ -339,6 +411,8 @@ class Affine(AbstractBijector):
 
     shift: Float[Array, " d"]
     scale: Float[Array, " d"]
+
+    frozen: ClassVar[bool] = True  # a fixed map (e.g. undoing a standardisation)
 
     def __init__(self, shift, scale):
         shift, scale = jnp.asarray(shift), jnp.asarray(scale)
@@ -357,11 +431,9 @@ class Affine(AbstractBijector):
     def context_dim(self) -> int:
         return 0
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+    def transform_flat(self, x, context, key, mode):
         ld = jnp.broadcast_to(jnp.sum(jnp.log(jnp.abs(self.scale))), x.shape[:1]).astype(x.dtype)
-        if regularize is not None:  # no dynamics: no kinetic energy, no Jacobian integral
-            ld = _zero_log_det(x, regularize).at[:, 0].set(ld)
-        if inverse:
+        if mode.inverse:
             return ((x - self.shift) / self.scale).astype(x.dtype), -ld, SolveStats.zero()
         return (self.shift + self.scale * x).astype(x.dtype), ld, SolveStats.zero()
 
@@ -376,7 +448,7 @@ class UnitInterval(AbstractBijector):
     infinitely far; the log-determinant keeps every density in the data's own units.
     $\alpha$ keeps the box's faces at finite logits: the forward map's range is
     $(-\alpha, 1 - \alpha) / (1 - 2\alpha)$, a little wider than $[0, 1]$, and points
-    outside it have density zero (`log_prob` gives `-inf`). No trainable arrays.
+    outside it have density zero (`log_prob` gives `-inf`). A fixed map (`frozen`).
 
     Example:
         >>> import jax.numpy as jnp, ffjord
@@ -388,6 +460,8 @@ class UnitInterval(AbstractBijector):
 
     size: int = eqx.field(static=True)
     alpha: float = eqx.field(static=True)
+
+    frozen: ClassVar[bool] = True
 
     def __init__(self, dim: int, alpha: float = 0.01):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -404,9 +478,9 @@ class UnitInterval(AbstractBijector):
     def context_dim(self) -> int:
         return 0
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+    def transform_flat(self, x, context, key, mode):
         a = self.alpha
-        if inverse:  # x in the unit cube -> logits
+        if mode.inverse:  # x in the unit cube -> logits
             u = a + (1 - 2 * a) * x
             inside = jnp.all((u > 0) & (u < 1), axis=-1)
             u = jnp.clip(u, jnp.finfo(x.dtype).tiny, 1 - jnp.finfo(x.dtype).eps)
@@ -417,10 +491,7 @@ class UnitInterval(AbstractBijector):
             s = jax.nn.sigmoid(x)
             y = (s - a) / (1 - 2 * a)
             ld = jnp.sum(jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x) - jnp.log1p(-2 * a), -1)
-        ld = ld.astype(x.dtype)
-        if regularize is not None:  # no dynamics: no kinetic energy, no Jacobian integral
-            ld = _zero_log_det(x, regularize).at[:, 0].set(ld)
-        return y.astype(x.dtype), ld, SolveStats.zero()
+        return y.astype(x.dtype), ld.astype(x.dtype), SolveStats.zero()
 
 
 class ContextMap(AbstractBijector):
@@ -447,19 +518,13 @@ class ContextMap(AbstractBijector):
     def dim(self) -> int | None:
         return self.bijector.dim
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+    def transform_flat(self, x, context, key, mode):
         if context is None:
             raise ValueError(
                 f"this flow is conditional ({self.context_dim}-dimensional contexts): pass context="
             )
-        return self.bijector._apply(
-            x,
-            self.map_context(context).astype(context.dtype),
-            key,
-            inverse=inverse,
-            log_det=log_det,
-            throw=throw,
-            regularize=regularize,
+        return self.bijector.transform_flat(
+            x, self.map_context(context).astype(context.dtype), key, mode
         )
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._bijector import AbstractBijector, SolveStats, _check_points
+from ._bijector import AbstractBijector, SolveStats, check_points
 
 
 def _shape_tuple(sample_shape) -> tuple[int, ...]:
@@ -63,7 +63,7 @@ class MultivariateNormalDiag(eqx.Module):
     def log_prob(self, x: Array) -> Array:
         """Log-density of points `x` of shape `(..., d)`; result of shape `(...)`."""
         x = jnp.asarray(x)
-        _check_points(x, self.dim, "x")
+        check_points(x, self.dim, "x")
         u = (x - self.loc) / self.scale_diag
         log_norm = jnp.sum(jnp.log(self.scale_diag)) + 0.5 * self.dim * math.log(2 * math.pi)
         return -0.5 * jnp.sum(u**2, axis=-1) - log_norm
@@ -116,7 +116,7 @@ class TransformedDistribution(eqx.Module):
     ) -> tuple[Array, SolveStats]:
         """`log_prob(y)` and the solver statistics of its solve."""
         y = jnp.asarray(y)
-        _check_points(y, self.dim, "y")
+        check_points(y, self.dim, "y")
         x, ildj, stats = self.bijector.inverse_with_stats(y, context=context, key=key)
         return self.base.log_prob(x) + ildj, stats
 
@@ -148,18 +148,17 @@ class TransformedDistribution(eqx.Module):
             ((5,), (5,), (5,))
         """
         y = jnp.asarray(y)
-        _check_points(y, self.dim, "y")
-        x, terms, stats = self.bijector._call(
+        check_points(y, self.dim, "y")
+        x, ildj, stats = self.bijector.transform(
             y,
-            context,
-            key,
+            context=context,
+            key=key,
             inverse=True,
-            log_det=True,
             throw=False,
             regularize="all" if frobenius else "kinetic",
         )
-        lp = self.base.log_prob(x) + terms[..., 0]
-        return lp, terms[..., 1], terms[..., 2], stats
+        assert stats.kinetic is not None and stats.jacobian_frobenius is not None
+        return self.base.log_prob(x) + ildj, stats.kinetic, stats.jacobian_frobenius, stats
 
     def log_prob(
         self, y: Array, *, context: Array | None = None, key: PRNGKeyArray | None = None
@@ -196,7 +195,5 @@ class TransformedDistribution(eqx.Module):
     def _sample_and_log_prob(self, key, sample_shape, context, *, throw: bool):
         base_key, trace_key = jax.random.split(key)
         x = self.base.sample(base_key, self._base_shape(sample_shape, context))
-        y, ldj, stats = self.bijector._call(
-            x, context, trace_key, inverse=False, log_det=True, throw=throw
-        )
+        y, ldj, stats = self.bijector.transform(x, context=context, key=trace_key, throw=throw)
         return y, self.base.log_prob(x) - ldj, stats

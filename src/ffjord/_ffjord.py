@@ -1,5 +1,6 @@
 """The FFJORD bijector: state and log-determinant in one augmented ODE solve."""
 
+import dataclasses
 from collections.abc import Callable
 
 import diffrax
@@ -10,6 +11,7 @@ import optimistix as optx
 
 from ._bijector import AbstractBijector, SolveStats
 from ._trace import AbstractTrace, ExactTrace
+from ._vector_field import AbstractVectorField, CallableField
 
 
 def _evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
@@ -21,11 +23,13 @@ def _evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
     first-same-as-last solver evaluates its first stage once more for each rejected
     attempt at the very first step (diffrax's stats do not tell those apart).
     """
-    tableau = getattr(solver, "tableau", None)
-    if tableau is None:
+    if not isinstance(solver, diffrax.AbstractRungeKutta):
+        return 1, 0
+    tableau = solver.tableau
+    if not isinstance(tableau, diffrax.ButcherTableau):  # e.g. an IMEX pair of tableaus
         return 1, 0
     stages = len(tableau.c) + 1
-    if getattr(tableau, "fsal", False):
+    if tableau.fsal:
         return stages - 1, 1
     return stages, 0
 
@@ -90,18 +94,18 @@ class FFJORD(AbstractBijector):
     The state solves $dz/dt = f(t, z, \text{context})$ and the log-determinant the
     instantaneous change of variables $d\log|\det| / dt = \mathrm{Tr}(\partial f/\partial z)$,
     together in one augmented solve; the inverse is the same solve run from $t_1$
-    back to $t_0$. `field` is any callable `field(t, z, context)` on one point `z` of
-    shape `(d,)`, e.g. [`ffjord.MLPField`][]. With the exact trace, a field that also
-    has `value_and_divergence(t, z, context) -> (dz/dt, tr(d(dz/dt)/dz))` (as
-    `MLPField` does) supplies its own divergence; otherwise the trace takes `d`
-    Jacobian-vector products.
+    back to $t_0$. `field` is an [`ffjord.AbstractVectorField`][] (e.g.
+    [`ffjord.MLPField`][]) or any callable `field(t, z, context)` on one point `z` of
+    shape `(d,)`, which is wrapped in [`ffjord.CallableField`][]. The exact trace is the
+    field's own `value_and_divergence` (a closed form for `MLPField`, `d`
+    Jacobian-vector products by default).
 
     By default all points of a batch are integrated as one ODE with shared adaptive
     steps (fast); a point's result then depends on its batch-mates at the level of
     the solver tolerance. `per_point=True` solves each point on its own instead.
 
     Arguments:
-        field: the vector field.
+        field: the vector field (a plain callable is wrapped in `CallableField`).
         trace: `ExactTrace()` (default) or `HutchinsonTrace(...)`.
         solver: any diffrax solver (default `diffrax.Dopri5()`).
         rtol: relative tolerance of the default PID step-size controller.
@@ -129,7 +133,7 @@ class FFJORD(AbstractBijector):
         ((5, 2), (5,))
     """
 
-    field: Callable
+    field: AbstractVectorField
     trace: AbstractTrace
     solver: diffrax.AbstractSolver
     stepsize_controller: diffrax.AbstractStepSizeController
@@ -142,7 +146,7 @@ class FFJORD(AbstractBijector):
 
     def __init__(
         self,
-        field: Callable,
+        field: AbstractVectorField | Callable,
         *,
         trace: AbstractTrace | None = None,
         solver: diffrax.AbstractSolver | None = None,
@@ -184,7 +188,7 @@ class FFJORD(AbstractBijector):
             raise ValueError("FFJORD: a constant step size needs dt0=")
         if dt0 is not None and not float(dt0) > 0:
             raise ValueError(f"FFJORD: dt0 must be positive, got {dt0}")
-        self.field = field
+        self.field = field if isinstance(field, AbstractVectorField) else CallableField(field)
         self.trace = trace
         self.solver = solver
         self.stepsize_controller = stepsize_controller
@@ -197,24 +201,15 @@ class FFJORD(AbstractBijector):
 
     @property
     def dim(self) -> int | None:
-        dim = getattr(self.field, "dim", None)
-        return dim if isinstance(dim, int) else None
+        return self.field.dim
 
     @property
     def context_dim(self) -> int | None:
-        width = getattr(self.field, "context_dim", None)
-        return width if isinstance(width, int) else None
-
-    @property
-    def _closed_form_trace(self) -> bool:
-        """The exact trace comes from the field's `value_and_divergence` when it has one."""
-        return isinstance(self.trace, ExactTrace) and callable(
-            getattr(self.field, "value_and_divergence", None)
-        )
+        return self.field.context_dim
 
     def _check_context(self, context):
-        context_dim = getattr(self.field, "context_dim", None)
-        if not isinstance(context_dim, int):
+        context_dim = self.field.context_dim
+        if context_dim is None:
             return
         if context_dim and context is None:
             raise ValueError(f"this flow is conditional (context_dim={context_dim}): pass context=")
@@ -224,34 +219,35 @@ class FFJORD(AbstractBijector):
                 f"context_dim={context_dim}"
             )
 
-    def _apply(self, x, context, key, *, inverse, log_det, throw, regularize=None):
+    def transform_flat(self, x, context, key, mode):
         self._check_context(context)
         n, d = x.shape
-        log_det = log_det or regularize is not None
-        closed_form = self._closed_form_trace and regularize != "all"
-        if log_det and closed_form:
-            probes, scale = None, 1.0  # the field computes its exact divergence itself
-        elif log_det:
+        # The exact trace is the field's own divergence, except when RNODE's Frobenius
+        # integral needs the Jacobian-vector products of the probes anyway.
+        closed_form = isinstance(self.trace, ExactTrace) and mode.regularize != "all"
+        if mode.log_det and not closed_form:
             probes, scale = self.trace.probes(key, n, d, x.dtype)
         else:
             probes, scale = None, 1.0
-        args = (x, context, probes, scale, inverse, log_det, throw, regularize)
         if self.per_point:
-            return self._solve_per_point(*args)
-        return self._solve(*args)
+            return self._solve_per_point(x, context, probes, scale, mode)
+        return self._solve(x, context, probes, scale, mode)
 
-    def _solve_per_point(self, x, context, probes, scale, inverse, log_det, throw, regularize):
+    def _solve_per_point(self, x, context, probes, scale, mode):
         def one(xi, ci, pi):
             ci = None if ci is None else ci[None]
             pi = None if pi is None else pi[:, None]
-            y, ld, stats = self._solve(xi[None], ci, pi, scale, inverse, log_det, throw, regularize)
-            return y[0], ld[0], stats
+            y, ld, stats = self._solve(xi[None], ci, pi, scale, mode)
+            integrals = jax.tree.map(lambda a: a[0], (stats.kinetic, stats.jacobian_frobenius))
+            return y[0], ld[0], stats.counters(), integrals
 
         in_axes = (0, None if context is None else 0, None if probes is None else 1)
-        y, ld, stats = jax.vmap(one, in_axes=in_axes)(x, context, probes)
-        return y, ld, stats.total()
+        y, ld, stats, (kinetic, frobenius) = jax.vmap(one, in_axes=in_axes)(x, context, probes)
+        total = dataclasses.replace(stats.total(), kinetic=kinetic, jacobian_frobenius=frobenius)
+        return y, ld, total
 
-    def _solve(self, x, context, probes, scale, inverse, log_det, throw, regularize):
+    def _solve(self, x, context, probes, scale, mode):
+        inverse, regularize = mode.inverse, mode.regularize
         t0, t1 = (self.t1, self.t0) if inverse else (self.t0, self.t1)
         # The first step tries the whole interval (`dt0=None`); the controller shrinks it
         # as the field demands. diffrax's own initial guess is far more cautious: it
@@ -262,7 +258,7 @@ class FFJORD(AbstractBijector):
         if regularize is not None:
             dynamics = _kinetic_dynamics if probes is None else _augmented_dynamics
             y0 = (x, zeros, zeros, zeros)
-        elif log_det:
+        elif mode.log_det:
             dynamics = _divergence_dynamics if probes is None else _augmented_dynamics
             y0 = (x, zeros)
         else:
@@ -288,6 +284,7 @@ class FFJORD(AbstractBijector):
         )
         assert sol.ys is not None and sol.stats is not None
         ys = jax.tree.map(lambda a: a[-1], sol.ys)
+        integrals = None, None
         if regularize is not None:
             # The integrals of ||f||^2 and ||df/dz||_F^2 along the path, positive in
             # both directions (an inverse solve integrates them from t1 back to t0).
@@ -295,8 +292,8 @@ class FFJORD(AbstractBijector):
             if regularize == "kinetic":  # JVP probes estimate it anyway: not asked for
                 frobenius = jnp.zeros_like(frobenius)
             sign = -1.0 if inverse else 1.0
-            ld = jnp.stack([ld, sign * kinetic, sign * frobenius], axis=-1)
-        elif log_det:
+            integrals = sign * kinetic, sign * frobenius
+        elif mode.log_det:
             y, ld = ys
         else:
             y, ld = ys, zeros
@@ -308,8 +305,10 @@ class FFJORD(AbstractBijector):
             num_rejected_steps=sol.stats["num_rejected_steps"],
             num_fn_evals=per_step * num_steps + at_start,
             failed=sol.result != diffrax.RESULTS.successful,
+            kinetic=integrals[0],
+            jacobian_frobenius=integrals[1],
         )
-        if throw:
+        if mode.throw:
             y = eqx.error_if(
                 y,
                 sol.result == diffrax.RESULTS.max_steps_reached,

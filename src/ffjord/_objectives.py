@@ -20,14 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ._bijector import (
-    AbstractBijector,
-    Affine,
-    Chain,
-    ContextMap,
-    SolveStats,
-    UnitInterval,
-)
+from ._bijector import AbstractBijector, Chain, ContextMap, SolveStats
 from ._checks import non_negative_number
 from ._distributions import TransformedDistribution
 from ._errors import InputError
@@ -159,8 +152,9 @@ class FlowMatching(AbstractObjective):
     Tong et al., 2024): SciPy's `linear_sum_assignment` on the squared distances, so
     the learned paths cross less and the solver needs fewer steps.
 
-    The model's bijector must hold exactly one `FFJORD` block; fixed `Affine` maps
-    around it (e.g. a standardisation) are fine and are applied to base and data.
+    The model's bijector must hold exactly one `FFJORD` block; fixed maps around it
+    (bijectors that declare `frozen`, e.g. `Affine` for a standardisation, or
+    `UnitInterval`) are fine and are applied to base and data.
     The result is an ordinary FFJORD model with exact `log_prob` and `sample`.
 
     Example:
@@ -307,11 +301,11 @@ def _split_single_block(
             f"flow matching trains a single FFJORD block, but this model has {len(blocks)}; "
             "build it with one block",
         )
-    others = [type(b).__name__ for b in parts if not isinstance(b, FFJORD | Affine | UnitInterval)]
+    others = [type(b).__name__ for i, b in enumerate(parts) if i not in blocks and not b.frozen]
     if others:
         raise InputError(
             "flow matching needs the maps around its FFJORD block to be fixed maps "
-            "(Affine, UnitInterval), "
+            "(frozen bijectors such as Affine, UnitInterval), "
             f"got {', '.join(others)}"
         )
     i = blocks[0]
@@ -322,7 +316,7 @@ def _split_single_block(
 
 def _through(maps: list[AbstractBijector], x: Array, context, *, inverse: bool = False) -> Array:
     for bijector in maps:
-        x = bijector._call(x, context, None, inverse=inverse, log_det=False)[0]
+        x = bijector.transform(x, context=context, inverse=inverse, log_det=False)[0]
     return x
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
-from ._bijector import Affine
+from ._bijector import AbstractBijector
 from ._checks import positive_int
 from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
@@ -21,6 +21,7 @@ from ._errors import InputError
 from ._keys import as_typed_key, key_bits
 from ._objectives import AbstractObjective, MaximumLikelihood
 from ._trace import AbstractTrace, ExactTrace
+from ._vector_field import AbstractVectorField
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,19 +72,25 @@ class TrainState(eqx.Module):
 
 
 def trainable(dist: TransformedDistribution) -> Any:
-    """The filter of trainable leaves: the bijector's float arrays, except fixed `Affine` maps."""
+    """The filter of trainable leaves: the bijector's float arrays, except those of the
+    parts that declare themselves fixed (`AbstractBijector.frozen`, e.g. `Affine`)."""
+
+    def is_frozen(node) -> bool:
+        return isinstance(node, AbstractBijector) and node.frozen
+
     spec = jax.tree.map(lambda _: False, dist)
     bij_spec = jax.tree.map(
-        lambda node: False if isinstance(node, Affine) else eqx.is_inexact_array(node),
+        lambda node: False if is_frozen(node) else eqx.is_inexact_array(node),
         dist.bijector,
-        is_leaf=lambda node: isinstance(node, Affine),
+        is_leaf=is_frozen,
     )
     return eqx.tree_at(lambda d: d.bijector, spec, bij_spec)
 
 
 def for_inference(tree: Any) -> Any:
-    """`tree` with every part that offers `for_inference()` (e.g. `MLPField`) in its
-    fastest form for evaluation without derivatives; values agree to rounding.
+    """`tree` with every vector field ([`ffjord.AbstractVectorField`][]) in its fastest
+    form for evaluation without derivatives (its `for_inference()`, e.g. `MLPField`'s
+    unit-by-unit form); values agree to rounding.
 
     Example:
         >>> import equinox as eqx, jax, jax.numpy as jnp, ffjord
@@ -98,11 +105,11 @@ def for_inference(tree: Any) -> Any:
         (5,)
     """
 
-    def has_form(node) -> bool:
-        return callable(getattr(node, "for_inference", None))
+    def is_field(node) -> bool:
+        return isinstance(node, AbstractVectorField)
 
     return jax.tree.map(
-        lambda node: node.for_inference() if has_form(node) else node, tree, is_leaf=has_form
+        lambda node: node.for_inference() if is_field(node) else node, tree, is_leaf=is_field
     )
 
 
@@ -258,7 +265,6 @@ class Trainer:
             mesh = Mesh(np.asarray(self.devices), ("batch",), axis_types=(AxisType.Auto,))
             self._batches_on = NamedSharding(mesh, PartitionSpec(None, "batch"))
             self._state_on = NamedSharding(mesh, PartitionSpec())
-        self.num_traces = {"epoch": 0, "eval": 0}
         self._epoch_fn = eqx.filter_jit(self._epoch)
         self._eval_fn = eqx.filter_jit(self._log_prob_chunk)
         self._objective_fn = eqx.filter_jit(self._objective_mean)
@@ -305,7 +311,6 @@ class Trainer:
         num_steps: int,
         prepared: Any,
     ):
-        self.num_traces["epoch"] += 1  # runs only while tracing: counts compilations
         static = self._static
         optimizer, objective = self.optimizer, self.objective
         step_keys = _step_keys(state.key, state.epoch, num_steps)
@@ -462,7 +467,6 @@ class Trainer:
     def _log_prob_chunk(self, dist, chunk: Array):
         """Exact log p of the points in `chunk` (their conditions in its last columns) and,
         in a second column, the solve's field evaluations."""
-        self.num_traces["eval"] += 1
         d = dist.dim
         context = chunk[:, d:] if chunk.shape[1] > d else None
         lp, stats = dist.log_prob_with_stats(chunk[:, :d], context=context)
@@ -550,7 +554,7 @@ def _forward(bijector, rows):
     # Columns beyond the flow's dimension are the points' conditions.
     d = rows.shape[1] if bijector.dim is None else bijector.dim  # no dim: no condition columns
     context = rows[:, d:] if rows.shape[1] > d else None
-    return bijector._call(rows[:, :d], context, None, inverse=False, log_det=False, throw=False)[0]
+    return bijector.transform(rows[:, :d], context=context, log_det=False, throw=False)[0]
 
 
 def transform(bijector, points: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Vector fields: the right-hand side f(t, z, context) of the flow's ODE."""
 
+import abc
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -74,7 +76,97 @@ ACTIVATIONS = {
 }
 
 
-class MLPField(eqx.Module):
+class AbstractVectorField(eqx.Module):
+    r"""The right-hand side $f(t, z, \text{context})$ of a flow's ODE, on one point.
+
+    A field declares its dimension `dim` and the width `context_dim` of the conditions it
+    takes (0: unconditional; `None`: not known until called, as for a wrapped plain
+    callable), evaluates $dz/dt$ with `__call__`, and gives $dz/dt$ together with its
+    divergence $\mathrm{Tr}(\partial f / \partial z)$ with `value_and_divergence`, which
+    [`ffjord.ExactTrace`][] uses. The default divergence takes `d` Jacobian-vector
+    products; a field with a cheaper closed form (e.g. [`ffjord.MLPField`][]) overrides
+    it. `for_inference` gives the form fastest to evaluate without derivatives (the
+    field itself unless overridden). [`ffjord.FFJORD`][] also takes any plain callable
+    `field(t, z, context)`, wrapped in [`ffjord.CallableField`][].
+
+    Example:
+        >>> import jax.numpy as jnp, ffjord
+        >>> class Rotation(ffjord.AbstractVectorField):
+        ...     dim: int = 2
+        ...     context_dim: int = 0
+        ...
+        ...     def __call__(self, t, z, context=None):
+        ...         return jnp.array([-z[1], z[0]])
+        >>> dz, div = Rotation().value_and_divergence(0.0, jnp.ones(2))
+        >>> dz.tolist(), float(div)
+        ([-1.0, 1.0], 0.0)
+    """
+
+    dim: eqx.AbstractVar[int | None]
+    context_dim: eqx.AbstractVar[int | None]
+
+    @abc.abstractmethod
+    def __call__(
+        self, t: Float[Array, ""] | float, z: Float[Array, " d"], context: Array | None = None
+    ) -> Float[Array, " d"]:
+        """dz/dt at one point `z` of shape `(d,)` (scalar `t`, `context` `None` or `(k,)`)."""
+
+    def value_and_divergence(
+        self, t: Float[Array, ""] | float, z: Float[Array, " d"], context: Array | None = None
+    ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+        """dz/dt and its divergence ``tr(d(dz/dt)/dz)`` at one point, exactly: here from
+        `d` Jacobian-vector products, one per basis vector."""
+        dz, jvp = jax.linearize(lambda u: self(t, u, context), z)
+        columns = jax.vmap(jvp)(jnp.eye(z.shape[-1], dtype=z.dtype))  # row i: J e_i
+        return dz, jnp.trace(columns)
+
+    def for_inference(self) -> "AbstractVectorField":
+        """The same field in its fastest form for evaluation without derivatives; values
+        agree to rounding. [`ffjord.for_inference`][] applies it to a whole model."""
+        return self
+
+
+class CallableField(AbstractVectorField):
+    """A plain callable `fn(t, z, context) -> dz/dt` as a vector field: the adapter
+    [`ffjord.FFJORD`][] wraps any callable field in that is not an
+    [`ffjord.AbstractVectorField`][]. Its divergence takes `d` Jacobian-vector products.
+
+    `dim` and `context_dim` declare what the callable expects when known (`None`: not
+    checked, e.g. for a callable given to `FFJORD` directly). An `eqx.Module` callable
+    keeps its arrays as leaves, so they train like any field's.
+
+    Example:
+        >>> import jax.numpy as jnp, ffjord
+        >>> field = ffjord.CallableField(lambda t, z, context: -z, dim=2)
+        >>> dz, div = field.value_and_divergence(0.0, jnp.ones(2))
+        >>> dz.tolist(), float(div)
+        ([-1.0, -1.0], -2.0)
+        >>> type(ffjord.FFJORD(lambda t, z, context: -z).field).__name__
+        'CallableField'
+    """
+
+    fn: Callable
+    dim: int | None = eqx.field(static=True)
+    context_dim: int | None = eqx.field(static=True)
+
+    def __init__(self, fn: Callable, *, dim: int | None = None, context_dim: int | None = None):
+        self.fn, self.dim, self.context_dim = fn, dim, context_dim
+
+    def __check_init__(self):
+        if not callable(self.fn):
+            raise TypeError(f"CallableField: fn must be callable, got {self.fn!r}")
+        for name, value, least in (("dim", self.dim, 1), ("context_dim", self.context_dim, 0)):
+            bad = isinstance(value, bool) or not isinstance(value, int) or value < least
+            if value is not None and bad:
+                raise ValueError(
+                    f"CallableField: {name} must be None or an integer >= {least}, got {value!r}"
+                )
+
+    def __call__(self, t, z, context=None):
+        return self.fn(t, z, context)
+
+
+class MLPField(AbstractVectorField):
     """The tutorial's `MLP_ODE`: a small MLP with time as an input.
 
     The input is ``concat([t broadcast to z's shape, z, context])``; then ``layers``
