@@ -43,11 +43,10 @@ from pathlib import Path
 
 import diffrax
 import equinox as eqx
+import ffjord
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import ffjord
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 256

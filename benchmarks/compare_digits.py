@@ -48,9 +48,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_sbi import ffjord_command, last_json_line, run_process  # noqa: E402
-
 from ffjord.datasets import load_digits  # noqa: E402
+
+from compare_sbi import ffjord_command, last_json_line, run_process  # noqa: E402
 
 PEERS = ("affine", "spline", "affine-logit", "spline-logit")
 
