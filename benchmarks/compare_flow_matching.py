@@ -122,8 +122,9 @@ def torch_field():
 def ffjord_model(key):
     """One FFJORD block of ``MLPField(2, 64, 4)`` (exact trace, Dopri5 rtol 1e-3, atol 1e-5)
     on the base N(0, I)."""
-    import ffjord
     import jax.numpy as jnp
+
+    import ffjord
 
     field = ffjord.MLPField(2, HIDDEN, LAYERS, key=key)
     block = ffjord.FFJORD(field, rtol=RTOL, atol=ATOL)
@@ -401,8 +402,9 @@ def reference_worker(weights_path: str, points_path: str, out_path: str) -> None
     jax.config.update("jax_enable_x64", True)
     import diffrax
     import equinox as eqx
-    import ffjord
     import jax.numpy as jnp
+
+    import ffjord
 
     saved = np.load(weights_path)
     weights = [(saved[f"w{i}"], saved[f"b{i}"]) for i in range(LAYERS)]
@@ -464,9 +466,10 @@ def ffjord_command() -> list[str]:
 def benchmark(args) -> dict:
     started = time.perf_counter()
     import equinox as eqx
-    import ffjord
     import jax
     import torch
+
+    import ffjord
     from ffjord.datasets import sample_toy
 
     cores = os.cpu_count() or 1

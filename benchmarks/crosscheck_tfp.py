@@ -118,10 +118,11 @@ def tfp_side(out: str, steps: int, epochs: int, seed: int) -> None:
 
 def ffjord_side(npz: str, steps: int, epochs: int) -> dict:
     import equinox as eqx
-    import ffjord
     import jax
     import jax.numpy as jnp
     import optax
+
+    import ffjord
     from ffjord._trainer import Trainer
 
     z = np.load(npz)

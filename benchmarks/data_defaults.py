@@ -61,6 +61,7 @@ def run(pairs: Path, width: int, options: str, out: Path) -> dict:
 def npe_row(task: str, pairs: Path, width: int, log_dir: Path) -> dict:
     """sbi's NPE (defaults) on the rows `ffjord train` trains on; NLL on its test rows."""
     import torch
+
     from ffjord import datasets
 
     import sbi_tasks

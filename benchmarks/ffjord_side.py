@@ -101,6 +101,7 @@ def main(argv=None):
 
     import diffrax
     import equinox as eqx
+
     import ffjord
     from ffjord import _settings, datasets
     from ffjord._trainer import check_progress, transform

@@ -32,10 +32,11 @@ import statistics  # noqa: E402
 
 import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
-import ffjord  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+import ffjord  # noqa: E402
 from ffjord._settings import TUTORIAL, describe_data, load_data, make_trainer, train_key  # noqa: E402
 from ffjord._trainer import transform  # noqa: E402
 

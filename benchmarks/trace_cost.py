@@ -33,9 +33,10 @@ import time
 from pathlib import Path
 
 import equinox as eqx
-import ffjord
 import jax
 import jax.numpy as jnp
+
+import ffjord
 from ffjord._ffjord import _augmented_dynamics, _divergence_dynamics
 from ffjord._settings import data_defaults
 
