@@ -133,7 +133,7 @@ def main(argv=None):
         t = time.time()
         lowered.compile()
         compile_s = time.time() - t
-    except AttributeError:  # Trainer internals changed: compile inside the first epoch
+    except (AttributeError, TypeError):  # Trainer internals changed: compile in epoch 1
         pass
     t_compiled = time.time()
 
