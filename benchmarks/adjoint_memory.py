@@ -36,8 +36,7 @@ Writes ``docs/benchmarks/adjoint_memory.json`` and ``docs/figures/adjoint_memory
 import argparse
 import json
 import platform
-import statistics
-import sys
+import shutil
 import time
 from pathlib import Path
 
@@ -49,7 +48,10 @@ import numpy as np
 
 import ffjord
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+from log_panels import plot_log_panels
+
+ROOT = harness.ROOT
 BATCH = 256
 ADJOINTS = {
     "backprop": lambda: diffrax.RecursiveCheckpointAdjoint(),
@@ -95,7 +97,7 @@ def measure(dim: int, hidden: int, steps_list: list[int], repeats: int) -> list[
             grads[name] = np.concatenate([np.ravel(a) for a in jax.tree.leaves(g)])
             row[name] = {
                 "temp_mib": memory.temp_size_in_bytes / 2**20,
-                "seconds": statistics.median(times),
+                "seconds": harness.median(times),
             }
         exact = grads["backprop"]
         for name in ADJOINTS:
@@ -115,21 +117,17 @@ TRAININGS = {
 
 
 def whole_runs(work: Path) -> dict:
-    import subprocess
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_sbi import ffjord_command, run_process
-
     out = {}
     for name, options in TRAININGS.items():
         run = work / name.replace(" ", "_").replace(",", "")
-        subprocess.run(["rm", "-rf", str(run)], check=True)
-        argv = [*ffjord_command(), "train", "--out", str(run), "--quiet", "--no-figures", *options]
-        seconds, _ = run_process(argv, f"ffjord train {' '.join(options)}")
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        shutil.rmtree(run, ignore_errors=True)
+        argv = [*harness.ffjord(), "train", "--out", str(run), "--quiet", "--no-figures"]
+        argv += options
+        done = harness.run(argv).check(f"ffjord train {' '.join(options)}")
+        rows = harness.read_jsonl(run / "metrics.jsonl")
         out[name] = {
-            "command": " ".join(["ffjord", *argv[1:]]),
-            "seconds": seconds,
+            "command": harness.shown(argv),
+            "seconds": done.seconds,
             "test_nll": [r["test_nll"] for r in rows],
         }
     reference = np.asarray(out["backprop"]["test_nll"])
@@ -140,9 +138,6 @@ def whole_runs(work: Path) -> dict:
 
 
 def plot(rows: list[dict], path: Path, dim: int, hidden: int) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from log_panels import plot_log_panels
-
     memory = {name: [r[name]["temp_mib"] for r in rows] for name in ADJOINTS}
     top = max(max(v) for v in memory.values()) * 1.1
     panels = [
@@ -173,7 +168,12 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/ffjord_adjoints"))
     p.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/adjoint_memory.json")
     p.add_argument("--figure", type=Path, default=ROOT / "docs/figures/adjoint_memory.png")
+    harness.add_smoke(p)
     args = p.parse_args(argv)
+    if args.smoke:  # d = 2, 2 and 4 steps, no whole training runs, outputs in a temporary dir
+        tmp = harness.smoke_dir(__file__)
+        args.dim, args.hidden, args.steps, args.repeats = 2, 8, [2, 4], 1
+        args.skip_training, args.out, args.figure = True, tmp / "memory.json", tmp / "memory.png"
     rows = measure(args.dim, args.hidden, args.steps, args.repeats)
     meta = {"python": platform.python_version(), "jax": jax.__version__, "batch": BATCH}
     meta.update(dim=args.dim, hidden=args.hidden, device=str(jax.devices()[0].device_kind))

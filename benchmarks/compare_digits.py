@@ -34,23 +34,20 @@ Writes ``docs/benchmarks/digits.json`` (``--out``) and ``docs/DIGITS.md`` (``--r
 """
 
 import argparse
-import contextlib
 import functools
 import json
-import platform
-import subprocess
-import sys
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ffjord
+from ffjord.datasets import load_digits
 
-from compare_sbi import ffjord_command, last_json_line, run_process  # noqa: E402
+import harness
 
-from ffjord.datasets import load_digits  # noqa: E402
+ROOT = harness.ROOT
 
 PEERS = ("affine", "spline", "affine-logit", "spline-logit")
 
@@ -66,13 +63,17 @@ def gaussian_nll(train: np.ndarray, test: np.ndarray) -> float:
 def as_logits(points: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ffjord's own preprocessing for data in [0, 1] (``--logit 0.01``), standardised by the
     training logits: (points in that space, log |d space / dx| per point)."""
-    from ffjord._settings import LOGIT_ALPHA, logits
+    alpha = ffjord.UnitInterval(points.shape[1]).alpha  # the map `--logit` puts last: 0.01
 
-    ref = logits(train, LOGIT_ALPHA)
+    def logits(x: np.ndarray) -> np.ndarray:  # UnitInterval's inverse, in float64
+        u = alpha + (1 - 2 * alpha) * np.asarray(x, np.float64)
+        return np.log(u) - np.log1p(-u)
+
+    ref = logits(train)
     mean, std = ref.mean(axis=0), ref.std(axis=0)
-    u = LOGIT_ALPHA + (1 - 2 * LOGIT_ALPHA) * points.astype(np.float64)
-    log_det = np.sum(np.log1p(-2 * LOGIT_ALPHA) - np.log(u) - np.log1p(-u) - np.log(std), 1)
-    return ((logits(points, LOGIT_ALPHA) - mean) / std).astype(np.float32), log_det
+    u = alpha + (1 - 2 * alpha) * points.astype(np.float64)
+    log_det = np.sum(np.log1p(-2 * alpha) - np.log(u) - np.log1p(-u) - np.log(std), 1)
+    return ((logits(points) - mean) / std).astype(np.float32), log_det
 
 
 def run_flowjax(kind: str, train: np.ndarray, test: np.ndarray, seed: int) -> dict:
@@ -121,32 +122,21 @@ def run_flowjax(kind: str, train: np.ndarray, test: np.ndarray, seed: int) -> di
 
 def run_ffjord(seed: int, extra: list[str], work: Path) -> dict:
     run_dir = work / f"ffjord_seed{seed}"
-    argv = [*ffjord_command(), "train", "--data", "digits", "--seed", str(seed)]
+    argv = [*harness.ffjord(), "train", "--data", "digits", "--seed", str(seed)]
     argv += ["--out", str(run_dir), *extra]
-    if run_dir.exists():
-        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    seconds, stdout = run_process(argv, "ffjord train")
-    summary = last_json_line(stdout) or {}
+    shutil.rmtree(run_dir, ignore_errors=True)
+    done = harness.run(argv).check("ffjord train")
+    summary = done.summary() or {}
     config = json.loads((run_dir / "config.json").read_text())
     return {
         "method": "ffjord",
-        "command": " ".join(["ffjord", *argv[1:]]),
+        "command": harness.shown(argv),
         "nll": summary.get("test_nll"),
-        "seconds": seconds,
+        "seconds": done.seconds,
         "epochs": summary.get("epochs"),
         "best_epoch": summary.get("best_epoch"),
         "chosen": {k: config[k] for k in config.get("chosen_for_data", [])},
     }
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("ffjord", "jax", "flowjax", "scikit-learn", "numpy"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    return out
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -198,7 +188,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/digits.json")
     p.add_argument("--report", type=Path, default=ROOT / "docs/DIGITS.md")
     p.add_argument("--ffjord-args", nargs=argparse.REMAINDER, default=[])
+    harness.add_smoke(p)
     args = p.parse_args(argv)
+    if args.smoke:  # one short ffjord run; flowjax's affine MAF only if it is installed
+        tmp = harness.smoke_dir(__file__)
+        args.work, args.out, args.report = tmp / "work", tmp / "digits.json", tmp / "DIGITS.md"
+        args.ffjord_args = ["--epochs", "1", "--blocks", "1", "--hidden", "16"]
+        args.peers = ["affine"] if harness.peer_available("flowjax") else []
+        if not args.peers:
+            harness.skip_peer("flowjax")
     runs = []
     for seed in args.seeds:
         train, test = load_digits(seed)
@@ -226,10 +224,9 @@ def main(argv=None) -> int:
                 float(np.mean([m["nll"] for m in rows])),
                 float(np.mean([m["seconds"] for m in rows])),
             )
-    command = "python benchmarks/compare_digits.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    report = {"command": command.strip(), "runs": runs, "means": means, "versions": versions()}
+    command = harness.command_line("compare_digits.py", argv)
+    versions = harness.versions("ffjord", "jax", "flowjax", "scikit-learn", "numpy")
+    report = {"command": command, "runs": runs, "means": means, "versions": versions}
     for name, (nll, _) in means.items():
         if name != "ffjord" and "ffjord" in means:
             print(f"ffjord - {name}: {means['ffjord'][0] - nll:+.1f} nats")

@@ -67,15 +67,15 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+import harness
 
 N_TRAIN, N_TEST = 8192, 4096
 TRAIN_SEED, TEST_SEED = 0, 1_000_003
@@ -448,21 +448,6 @@ def save_weights(path: Path, weights) -> None:
     np.savez(path, **arrays)
 
 
-def run_process(cmd: list[str], env: dict | None = None) -> float:
-    """Wall seconds of a command (output captured; a failure raises with its stderr)."""
-    start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return seconds
-
-
-def ffjord_command() -> list[str]:
-    exe = shutil.which("ffjord")
-    return [exe] if exe else [sys.executable, "-m", "ffjord.cli"]
-
-
 # The benchmark -------------------------------------------------------------------------------
 
 
@@ -506,14 +491,14 @@ def benchmark(args) -> dict:
             "loadavg_start": loadavg(),
         },
         "versions": {
-            "python": platform.python_version(),
+            "python": platform.pythonharness.version(),
             "ffjord": ffjord.__version__,
             "jax": jax.__version__,
             "torch": torch.__version__,
-            "torchcfm": _version("torchcfm"),
-            "flow_matching": _version("flow_matching"),
-            "torchdiffeq": _version("torchdiffeq"),
-            "POT": _version("POT"),
+            "torchcfm": harness.version("torchcfm"),
+            "flow_matching": harness.version("flow_matching"),
+            "torchdiffeq": harness.version("torchdiffeq"),
+            "POT": harness.version("POT"),
         },
     }
 
@@ -592,17 +577,9 @@ def benchmark(args) -> dict:
 
         log("float64 reference (subprocess)")
         ref_path = tmp / "reference.npz"
-        ref_wall = run_process(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                "reference",
-                str(weights_path),
-                str(points_path),
-                str(ref_path),
-            ]  # fmt: skip
-        )
+        worker = [sys.executable, __file__, "--worker", "reference"]
+        worker += [str(weights_path), str(points_path), str(ref_path)]
+        ref_wall = harness.run(worker).check().seconds
         ref = np.load(ref_path)
         reference = ref["dopri5"]
 
@@ -702,15 +679,15 @@ def benchmark(args) -> dict:
         env = {**os.environ, "FFJORD_CACHE_DIR": str(cache)}
         env.pop("FFJORD_NO_CACHE", None)
         out_npy = tmp / "log_prob.npy"
-        density = [*ffjord_command(), "density", str(run_dir), "--points", str(points_path),
+        density = [*harness.ffjord(), "density", str(run_dir), "--points", str(points_path),
                    "-o", str(out_npy), "--force"]  # fmt: skip
-        cold = run_process(density, env)
+        cold = harness.run(density, env=env).check().seconds
         cli_lp = np.load(out_npy)
-        warm = [run_process(density, env) for _ in range(args.cli_repeats)]
+        warm = [harness.run(density, env=env).check().seconds for _ in range(args.cli_repeats)]
         peer_out = tmp / "peer.npy"
         peer_cmd = [sys.executable, __file__, "--worker", "peer-density", str(weights_path)]
         peer_cmd += [str(points_path), str(peer_out), "--threads", str(best_peer["threads"])]
-        peer_runs = [run_process(peer_cmd) for _ in range(args.cli_repeats)]
+        peer_runs = [harness.run(peer_cmd).check().seconds for _ in range(args.cli_repeats)]
         report["whole_process"] = {
             "ffjord_command": "ffjord density RUN --points POINTS.npy -o OUT.npy",
             "ffjord_cold_cache_s": cold,
@@ -731,15 +708,6 @@ def benchmark(args) -> dict:
     report["machine"]["loadavg_end"] = loadavg()
     report["total_wall_s"] = time.perf_counter() - started
     return report
-
-
-def _version(dist_name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist_name)
-    except PackageNotFoundError:
-        return None
 
 
 def log(message: str) -> None:
@@ -839,6 +807,33 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def smoke_without_peers() -> int:
+    """ffjord's side alone: both couplings for two epochs through `ffjord.fit`."""
+    import jax
+
+    import ffjord
+    from ffjord.datasets import sample_toy
+
+    harness.skip_peer("torch / torchcfm / flow_matching")
+    train, test = sample_toy("moons", N_TRAIN, TRAIN_SEED), sample_toy("moons", 512, TEST_SEED)
+    for coupling in ("independent", "ot"):
+        _, history = ffjord.fit(
+            jax.random.key(0),
+            ffjord_model(jax.random.key(1)),
+            train,
+            test_data=test,
+            objective=ffjord.FlowMatching(coupling=coupling),
+            epochs=2,
+            batch_size=BATCH,
+            learning_rate=LR,
+            test_every=2,
+            show_progress=False,
+        )
+        ms = 1e3 * history[-1]["seconds"] / history[-1]["steps"]
+        print(f"{coupling}: {ms:.3f} ms/step, held-out NLL {history[-1]['test_nll']:.3f}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help=f"JSON report (default {DEFAULT_OUT}; with --quick {QUICK_OUT})")
@@ -850,7 +845,12 @@ def main() -> int:
     p.add_argument("--worker", choices=("reference", "peer-density"), help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    harness.add_smoke(p)
     args = p.parse_args()
+    if args.smoke and not harness.peer_available("torch", "torchcfm", "flow_matching"):
+        return smoke_without_peers()
+    if args.smoke:
+        args.quick, args.out = True, str(harness.smoke_dir(__file__) / "fm.json")
     if args.worker == "reference":
         reference_worker(*args.paths)
         return 0

@@ -14,18 +14,19 @@ Run: `python benchmarks/crosscheck_tfp.py [--steps 32] [--epochs 4]`
 Identical initial weights and batches must give identical training losses (to solver
 tolerance); the per-epoch NLL from the same start then shows how much of a difference
 between the two libraries' runs is due to the initialisation rather than the code.
-Writes docs/benchmarks/crosscheck.json.
+Writes docs/benchmarks/crosscheck.json. ``--smoke``: 2 steps and 1 epoch into a temporary
+directory; without the peer venv, ffjord's side alone from random weights.
 """
 
 import argparse
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 PEER = ROOT / ".venv-peers" / "bin" / "python"
 
 
@@ -123,7 +124,6 @@ def ffjord_side(npz: str, steps: int, epochs: int) -> dict:
     import optax
 
     import ffjord
-    from ffjord._trainer import Trainer
 
     z = np.load(npz)
     flows = []
@@ -157,15 +157,18 @@ def ffjord_side(npz: str, steps: int, epochs: int) -> dict:
         batch = jnp.asarray(z["moons"][256 * i : 256 * (i + 1)])
         params, opt_state, loss = step(params, opt_state, batch)
         losses.append(float(loss))
-    trainer = Trainer(dist, batch_size=256)
     nlls_by_order = []
-    for order_seed in range(3):
-        state = trainer.init(jax.random.key(order_seed))
-        nlls = []
-        for _ in range(epochs):
-            state, _ = trainer.run_epoch(state, z["moons"])
-            nlls.append(trainer.nll(state, z["test"]))
-        nlls_by_order.append(nlls)
+    for order_seed in range(3):  # the same start, three shuffling orders
+        _, history = ffjord.fit(
+            jax.random.key(order_seed),
+            dist,
+            z["moons"],
+            test_data=z["test"],
+            epochs=epochs,
+            batch_size=256,
+            show_progress=False,
+        )
+        nlls_by_order.append([r["test_nll"] for r in history])
     tfp_losses = z["losses"].tolist()
     return {
         "steps": steps,
@@ -177,6 +180,27 @@ def ffjord_side(npz: str, steps: int, epochs: int) -> dict:
     }
 
 
+def random_side(out: str, steps: int) -> None:
+    """Without the peer: the npz the TFP side writes, from random weights (smoke mode)."""
+    import jax
+
+    import ffjord
+    from ffjord import datasets
+
+    rng = np.random.default_rng(0)
+    field = ffjord.MLPField(2, 8, 3, key=jax.random.key(0))
+    sizes = [layer.weight.shape[::-1] for layer in field.layers]  # TFP's (in, out)
+    weights = {}
+    for b in range(4):
+        for i, (m, n) in enumerate(sizes):
+            weights[f"{b}_{i}_w"] = (0.3 * rng.standard_normal((m, n))).astype(np.float32)
+            weights[f"{b}_{i}_b"] = np.zeros(n, np.float32)
+    moons = datasets.sample_toy("moons", 256 * steps, 0)
+    test = datasets.sample_toy("moons", 512, 1)
+    losses, nlls = np.zeros(steps), np.zeros(1)
+    np.savez(out, moons=moons, test=test, losses=losses, nlls=nlls, **weights)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=32)
@@ -184,14 +208,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--side", choices=["tfp"], help=argparse.SUPPRESS)
     parser.add_argument("--out", default="/tmp/ffjord_crosscheck.npz", help=argparse.SUPPRESS)
+    harness.add_smoke(parser)
     args = parser.parse_args()
     if args.side == "tfp":
         tfp_side(args.out, args.steps, args.epochs, args.seed)
         return
+    docs = ROOT / "docs"
+    if args.smoke:
+        docs, args.steps, args.epochs = harness.smoke_dir(__file__), 2, 1
+        args.out = str(docs / "crosscheck.npz")
+        if not PEER.exists():
+            harness.skip_peer(f"the TFP peer venv ({PEER})")
+            random_side(args.out, args.steps)
+            print(json.dumps(ffjord_side(args.out, args.steps, args.epochs))[:300])
+            return
     if not PEER.exists():
         print(f"no peer environment at {PEER}; see benchmarks/peer_tfp.py", file=sys.stderr)
         sys.exit(2)
-    subprocess.run(
+    harness.run(
         [
             str(PEER),
             __file__,
@@ -206,11 +240,11 @@ def main() -> None:
             "--seed",
             str(args.seed),
         ],
-        check=True,
-    )
+        capture=False,
+    ).check()
     result = ffjord_side(args.out, args.steps, args.epochs)
-    (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
-    (ROOT / "docs" / "benchmarks" / "crosscheck.json").write_text(json.dumps(result, indent=2))
+    (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
+    (docs / "benchmarks" / "crosscheck.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if "losses" not in k}, indent=2))
 
 

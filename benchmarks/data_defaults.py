@@ -11,21 +11,19 @@ split), the whole command's wall time, and the epochs run and chosen by early st
         --variants "" "--hidden 128" "--lr 1e-3" --npe
 
 `arcs` is ffjord's built-in simulator; other names are sbibm tasks (extra `.[sbi-peers]`
-plus `pip install --no-deps sbibm`, see benchmarks/compare_sbi.py).
+plus `pip install --no-deps sbibm`, see benchmarks/compare_sbi.py). ``--smoke``: `arcs`
+only, 1,000 simulations, one short variant, into a temporary directory.
 """
 
 import argparse
 import json
 import shlex
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
+import harness
 
 
 def pairs_file(task: str, n: int, folder: Path) -> tuple[Path, int]:
@@ -36,27 +34,25 @@ def pairs_file(task: str, n: int, folder: Path) -> tuple[Path, int]:
 
         theta, x = simulators.simulate(n, seed=0)
     else:
-        import compare_sbi
+        import sbi_tasks
 
-        sbibm_task = compare_sbi.load_task(task)
-        theta, x = (a.numpy() for a in compare_sbi.simulate(sbibm_task, n, 0))
+        sbibm_task = sbi_tasks.load_task(task)
+        theta, x = (a.numpy() for a in sbi_tasks.simulate(sbibm_task, n, 0))
     np.save(path, np.concatenate([theta, x], axis=1).astype(np.float32))
     return path, x.shape[1]
 
 
 def run(pairs: Path, width: int, options: str, out: Path) -> dict:
-    argv = ["ffjord", "train", "--data", str(pairs), "--context-dims", str(width)]
+    argv = [*harness.ffjord(), "train", "--data", str(pairs), "--context-dims", str(width)]
     argv += ["--out", str(out), "--quiet", "--no-figures", *shlex.split(options)]
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode:
+    done = harness.run(argv)
+    if not done.ok:
         return {"options": options, "error": done.stderr.strip().splitlines()[-1]}
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary = done.summary()
     return {
         "options": options or "(none: the defaults)",
         "test_nll": summary["test_nll"],
-        "seconds": round(seconds, 1),
+        "seconds": round(done.seconds, 1),
         "epochs": summary["epochs"],
         "best_epoch": summary.get("best_epoch"),
     }
@@ -64,15 +60,16 @@ def run(pairs: Path, width: int, options: str, out: Path) -> dict:
 
 def npe_row(task: str, pairs: Path, width: int, log_dir: Path) -> dict:
     """sbi's NPE (defaults) on the rows `ffjord train` trains on; NLL on its test rows."""
-    import compare_sbi
     import torch
 
     from ffjord import datasets
 
+    import sbi_tasks
+
     train, test = (torch.tensor(a) for a in datasets.split_holdout(np.load(pairs), 0.1, 0))
     d = train.shape[1] - width  # rows (theta, x), split as `ffjord train` splits them
-    sbibm_task = compare_sbi.load_task(task)
-    _, estimator, seconds, epochs = compare_sbi.train_sbi(
+    sbibm_task = sbi_tasks.load_task(task)
+    _, estimator, seconds, epochs = sbi_tasks.train_sbi(
         "npe", sbibm_task, train[:, :d], train[:, d:], 0, log_dir
     )
     with torch.no_grad():
@@ -88,7 +85,11 @@ def main() -> None:
     p.add_argument("--simulations", type=int, default=10_000)
     p.add_argument("--npe", action="store_true", help="add sbi's NPE on the same split")
     p.add_argument("--out", default="docs/benchmarks/data_defaults.json")
+    harness.add_smoke(p)
     args = p.parse_args()
+    if args.smoke:
+        args.tasks, args.simulations, args.variants = ["arcs"], 1000, ["--epochs 1 --blocks 1"]
+        args.npe, args.out = False, str(harness.smoke_dir(__file__) / "data_defaults.json")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -13,7 +13,8 @@ Two measurements, one invocation:
    solver step), so every shard takes as many steps as the hardest point needs. With
    per-shard solves each device would take its own steps, and the step would wait for
    the slowest shard. For the model trained in (1) on one device, solves the density of
-   a batch of ``--batch`` held-out points as one solve and as k shards solved apart
+   a batch of ``--batch`` held-out points (the held-out digits for ``--data digits``, else
+   fresh draws from the trained model) as one solve and as k shards solved apart
    (k = 2, 4, 8) and reports the solver steps of the shared solve against the slowest
    shard's: the most per-shard solves could save.
 
@@ -28,52 +29,59 @@ Writes ``docs/benchmarks/devices[_DATA].json``.
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
 
-from compare_sbi import ffjord_command, last_json_line  # noqa: E402
+ROOT = harness.ROOT
 
 
 def throughput(devices: int, args, work: Path) -> dict:
     run = work / f"run_{devices}"
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    argv = [*ffjord_command(), "train", "--out", str(run), "--epochs", str(args.epochs)]
+    argv = [*harness.ffjord(), "train", "--out", str(run), "--epochs", str(args.epochs)]
     argv += ["--devices", str(devices), "--quiet", "--no-figures", *args.ffjord_args]
     if args.data:
         argv += ["--data", args.data]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
+    done = harness.run(argv, env=env)
+    if not done.ok:
         raise RuntimeError(done.stderr.strip().splitlines()[-1])
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = harness.read_jsonl(run / "metrics.jsonl")
     config = json.loads((run / "config.json").read_text())
-    steady = statistics.median(r["seconds"] for r in rows[1:])
+    steady = harness.median(r["seconds"] for r in rows[1:]) or rows[0]["seconds"]
     points = rows[-1]["steps"] * config["batch_size"]
     return {
         "devices": devices,
         "seconds_per_epoch": steady,
         "points_per_second": points / steady,
         "test_nll": rows[-1]["test_nll"],
-        "summary": last_json_line(done.stdout),
+        "summary": done.summary(),
         "run": str(run),
     }
 
 
+def held_out_points(run: str, n: int) -> np.ndarray:
+    """Points the run did not train on: its held-out digits for ``--data digits``, else
+    fresh draws from the trained model itself (its config.json names the data)."""
+    import jax
+
+    import ffjord
+    from ffjord import datasets
+
+    cfg = json.loads((Path(run) / "config.json").read_text())
+    if cfg["data"] == "digits":
+        return datasets.load_digits(cfg["seed"])[1][:n]
+    return np.asarray(ffjord.load(run).sample(jax.random.key(cfg["seed"] + 1), (n,)))
+
+
 def shared_against_per_shard(run: str, batch: int) -> list[dict]:
     import ffjord
-    from ffjord._settings import load_data, split_columns
 
     dist = ffjord.load(run)
-    cfg = json.loads((Path(run) / "config.json").read_text())
-    _, test = load_data(cfg)
-    points, _ = split_columns(cfg, test)
+    points = held_out_points(run, batch)
     x = np.asarray(points[: min(batch, len(points)) // 8 * 8], np.float32)  # splits in 8
     _, stats = dist.log_prob_with_stats(x)
     shared = int(np.sum(stats.num_steps))  # over the blocks
@@ -104,7 +112,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--ffjord-args", nargs=argparse.REMAINDER, default=[])
+    harness.add_smoke(p)
     args = p.parse_args(argv)
+    if args.smoke:  # 1 and 2 devices, one epoch of one block, 64 points
+        args.devices, args.epochs, args.batch = [1, 2], 1, 64
+        args.ffjord_args = ["--blocks", "1"]
+        args.out = harness.smoke_dir(__file__) / "devices.json"
     name = "devices" + (f"_{Path(args.data).stem}" if args.data else "")
     out = args.out or ROOT / "docs/benchmarks" / f"{name}.json"
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,8 +130,8 @@ def main(argv=None) -> int:
             r["speed_vs_one"] = one["seconds_per_epoch"] / r["seconds_per_epoch"]
             r["nll_difference"] = r["test_nll"] - one["test_nll"]
         steps = shared_against_per_shard(one["run"], args.batch)
-    command = "python benchmarks/devices.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = {"command": command.strip(), "throughput": runs, "steps": steps}
+    report = {"command": harness.command_line("devices.py", argv), "throughput": runs}
+    report["steps"] = steps
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     return 0

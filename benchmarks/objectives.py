@@ -17,19 +17,19 @@ cache (a first pass fills it), so every row is measured the same way; the machin
 shared and noisy, so compare rows of one run.
 
     python benchmarks/objectives.py                       # moons, 8gaussians: docs/OBJECTIVES.md
-    python benchmarks/objectives.py --data moons --quick  # a smoke run (few epochs)
+    python benchmarks/objectives.py --data moons --quick  # 3 epochs each, no report
+    python benchmarks/objectives.py --smoke               # moons, one epoch each, no warm-up
 """
 
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 OBJECTIVES = {
     "likelihood": [],
     "likelihood + RNODE (0.01, 0.01)": ["--kinetic", "0.01", "--jacobian-frobenius", "0.01"],
@@ -51,20 +51,16 @@ def threshold(data: str) -> float:
     return round(datasets.toy_entropy(data, method="quadrature") + 0.12, 3)
 
 
-def run_one(data: str, extra: list[str], out: Path, env: dict, quick: bool) -> dict:
-    cmd = ["ffjord", "train", "--out", str(out), "--data", data, *extra]
-    if quick:
-        cmd += ["--epochs", "3"]
-    shown = " ".join(["ffjord", "train", "--out", "RUN", *cmd[4:]])
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [*cmd, "--no-figures", "--quiet"], env=env, capture_output=True, text=True
-    )
-    total = time.perf_counter() - start
-    if proc.returncode != 0:
+def run_one(data: str, extra: list[str], out: Path, env: dict, epochs: int | None) -> dict:
+    options = ["--data", data, *extra, *(["--epochs", str(epochs)] if epochs else [])]
+    shown = " ".join(["ffjord", "train", "--out", "RUN", *options])
+    argv = [*harness.ffjord(), "train", "--out", str(out), *options, "--no-figures", "--quiet"]
+    proc = harness.run(argv, env=env)
+    if not proc.ok:
         raise SystemExit(f"{shown} failed: {proc.stderr.strip().splitlines()[-1]}")
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    total = proc.seconds
+    summary = proc.summary()
+    rows = harness.read_jsonl(out / "metrics.jsonl")
     before_loop = total - summary["wall_seconds"]  # interpreter, imports, data, model
     limit = threshold(data)
     reached = next((r for r in rows if r["test_nll"] <= limit), None)
@@ -122,27 +118,33 @@ def markdown(results: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", nargs="+", default=["moons", "8gaussians"])
-    p.add_argument("--quick", action="store_true", help="3 epochs each: a smoke run")
+    p.add_argument("--quick", action="store_true", help="3 epochs each, no report")
     p.add_argument("--out", default=str(ROOT / "docs" / "OBJECTIVES.md"))
     p.add_argument("--json", default=str(ROOT / "docs" / "benchmarks" / "objectives.json"))
+    harness.add_smoke(p)
     args = p.parse_args()
+    if args.smoke:
+        args.data = ["moons"]
+    epochs = 1 if args.smoke else 3 if args.quick else None
+    info = harness.machine()
     results: dict = {
-        "machine": f"{os.cpu_count()} CPU cores, Python {sys.version.split()[0]}",
+        "machine": f"{info['cpu_count']} CPU cores, Python {info['python']}",
         "data": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "FFJORD_CACHE_DIR": str(Path(tmp) / "cache")}
         warm = Path(tmp) / "warm"
         for i, extra in enumerate(OBJECTIVES.values()):  # fill the compilation cache
-            run_one(args.data[0], [*extra, "--epochs", "1"], warm / str(i), env, quick=False)
+            if not args.smoke:
+                run_one(args.data[0], extra, warm / str(i), env, epochs=1)
         for data in args.data:
             rows = []
             for i, (name, extra) in enumerate(OBJECTIVES.items()):
-                row = run_one(data, extra, Path(tmp) / f"{data}{i}", env, args.quick)
+                row = run_one(data, extra, Path(tmp) / f"{data}{i}", env, epochs)
                 print(data, name, json.dumps(row), flush=True)
                 rows.append(row)
             results["data"][data] = rows
-    if not args.quick:
+    if not (args.quick or args.smoke):
         Path(args.out).write_text(markdown(results))
         json_path = Path(args.json)
         json_path.write_text(json.dumps(results, indent=2) + "\n")

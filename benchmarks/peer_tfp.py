@@ -48,10 +48,14 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 
+import harness  # noqa: E402  (standard library only: it runs in the peer venv too)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "--smoke" in sys.argv and not harness.peer_available("tensorflow_probability", "sonnet"):
+    harness.skip_peer("tensorflow_probability / sonnet")  # nothing of ffjord's runs here
+    sys.exit(0)
 
 import numpy as np  # noqa: E402
 import sklearn.datasets as skd  # noqa: E402
@@ -112,10 +116,6 @@ class CountingField:
         return self._fn(t, z, **kwargs)
 
 
-def _median(xs):
-    return float(statistics.median(xs)) if xs else None
-
-
 def _thread_info(args):
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -141,11 +141,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--out", help="JSON file to write (required unless --smoke)")
     p.add_argument("--eval-batch", type=int, default=1024, help="batch size of the test NLL")
     p.add_argument("--intra-threads", type=int, default=None, help="TF intra-op threads")
     p.add_argument("--inter-threads", type=int, default=None, help="TF inter-op threads")
+    harness.add_smoke(p)
     args = p.parse_args(argv)
+    if args.smoke:
+        args.epochs, args.out = 1, str(harness.smoke_dir(__file__) / "tfp.json")
+    elif not args.out:
+        p.error("--out is required")
 
     env_t0 = os.environ.get("FFJORD_BENCH_T0")
     t0 = float(env_t0) if env_t0 else _T_IMPORT
@@ -277,7 +282,7 @@ def main(argv=None):
             t = time.time()
             _ = fn(*a).numpy()
             ts.append(time.time() - t)
-        return _median(ts)
+        return harness.median(ts)
 
     density_pts = tf.constant(moons[:SAMPLE_SIZE])
     sample_s = timed(draw_samples)
@@ -313,7 +318,7 @@ def main(argv=None):
         "import_s": _T_IMPORTED - _T_IMPORT,
         "setup_to_first_step_s": first_step_only_s,
         "epoch_seconds": epoch_seconds,
-        "steady_epoch_s": _median(epoch_seconds[1:]),
+        "steady_epoch_s": harness.median(epoch_seconds[1:]),
         "eval_seconds": eval_seconds,
         "train_loss": train_losses,
         "test_nll": nlls,

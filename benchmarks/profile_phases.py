@@ -40,6 +40,8 @@ import ffjord  # noqa: E402
 from ffjord._settings import TUTORIAL, describe_data, load_data, make_trainer, train_key  # noqa: E402
 from ffjord._trainer import transform  # noqa: E402
 
+import harness  # noqa: E402
+
 IMPORT_S = time.time() - T0
 
 
@@ -78,7 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", default="docs/benchmarks/profile.json")
+    harness.add_smoke(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.out = 3, str(harness.smoke_dir(__file__) / "profile.json")
     result: dict = {"import_s": IMPORT_S, "machine": platform.processor() or platform.machine()}
 
     # Phases of training, as the CLI runs them.

@@ -9,28 +9,30 @@ seconds per epoch.
 
     python benchmarks/rnode_weights.py                   # weights 0.01 0.03 0.05 0.1
     python benchmarks/rnode_weights.py --weights 0.01    # the paper's weights only
+    python benchmarks/rnode_weights.py --smoke           # one weight, one epoch of one block
 """
 
 import argparse
 import json
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 
 
-def train(out: Path, extra: list[str]) -> dict:
-    cmd = ["ffjord", "train", "--out", str(out), "--no-figures", "--quiet", *extra]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+def train(out: Path, extra: list[str], smoke: list[str]) -> dict:
+    argv = [*harness.ffjord(), "train", "--out", str(out), "--no-figures", "--quiet", *extra]
+    harness.run([*argv, *smoke]).check()
+    rows = harness.read_jsonl(out / "metrics.jsonl")
     return {
         "command": " ".join(["ffjord", "train", "--out", "RUN", *extra]),
         "train_nfe": statistics.mean(r["nfe"] for r in rows),
         "final_nll": rows[-1]["test_nll"],
         "eval_nfe": rows[-1]["eval_nfe"],
-        "seconds_per_epoch": statistics.median(r["seconds"] for r in rows),
+        "seconds_per_epoch": harness.median(r["seconds"] for r in rows),
     }
 
 
@@ -38,12 +40,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", nargs="+", type=float, default=[0.01, 0.03, 0.05, 0.1])
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "rnode_weights.json"))
+    harness.add_smoke(p)
     args = p.parse_args()
+    smoke = ["--epochs", "1", "--blocks", "1"] if args.smoke else []
+    if args.smoke:
+        args.weights, args.out = [0.1], str(harness.smoke_dir(__file__) / "rnode_weights.json")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [train(Path(tmp) / "plain", [])]
+        rows = [train(Path(tmp) / "plain", [], smoke)]
         for w in args.weights:
             extra = ["--kinetic", str(w), "--jacobian-frobenius", str(w)]
-            rows.append(train(Path(tmp) / f"w{w}", extra))
+            rows.append(train(Path(tmp) / f"w{w}", extra, smoke))
     plain = rows[0]
     print("| command | train NFE | ratio | final NLL | change | eval NFE | s/epoch |")
     print("|---|---:|---:|---:|---:|---:|---:|")

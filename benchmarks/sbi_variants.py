@@ -1,6 +1,6 @@
 """Screen `ffjord train` options on sbibm tasks by C2ST: the search behind the defaults.
 
-For each task, the same 10,000 simulations as `compare_sbi.py` (seed 0), then for each
+For each task, the same 10,000 simulations as `sbi_tasks.py` (seed 0), then for each
 variant `ffjord train --data PAIRS.npy --context-dims K OPTIONS` and `ffjord sample`, and
 sbibm's C2ST for observations 1-3, one row of JSON per (task, variant) appended to
 ``--out``. ``--c2st-samples N`` compares only the first N of the 10,000 samples with the
@@ -11,19 +11,21 @@ compare only rows measured the same way.
     python benchmarks/sbi_variants.py --tasks slcp two_moons --c2st-samples 4000 \\
         --variants "" "--objective flow-matching --epochs 300 --hidden 96 --patience 1000"
 
-Extras as for `compare_sbi.py` (`.[sbi-peers]` plus `pip install --no-deps sbibm`).
+Extras as for `sbi_tasks.py` (`.[sbi-peers]` plus `pip install --no-deps sbibm`).
+``--smoke``: two_moons, 500 simulations, one short variant, into a temporary directory;
+without sbibm/torch, ffjord's side alone on its own ``arcs`` simulator, unscored.
 """
 
 import argparse
 import json
 import shlex
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+import harness
+import sbi_tasks
 
-import compare_sbi  # noqa: E402
+SMOKE_VARIANT = "--epochs 1 --blocks 1"
 
 
 def main() -> None:
@@ -33,17 +35,28 @@ def main() -> None:
     p.add_argument("--simulations", type=int, default=10_000)
     p.add_argument("--c2st-samples", type=int, help="C2ST of the first N samples only")
     p.add_argument("--out", default="docs/benchmarks/sbi_variants.jsonl")
+    harness.add_smoke(p)
     args = p.parse_args()
+    if args.smoke:
+        if not harness.peer_available("torch", "sbibm"):
+            harness.skip_peer("sbibm / torch")
+            result = sbi_tasks.smoke_ffjord_only(
+                harness.smoke_dir(__file__), shlex.split(SMOKE_VARIANT)
+            )
+            print(json.dumps({"training_seconds": result["training_seconds"]}))
+            return
+        args.tasks, args.variants, args.simulations = ["two_moons"], [SMOKE_VARIANT], 500
+        args.out = str(harness.smoke_dir(__file__) / "sbi_variants.jsonl")
     import torch
 
-    torch.set_num_threads(compare_sbi.THREADS)
+    torch.set_num_threads(sbi_tasks.THREADS)
     with tempfile.TemporaryDirectory(prefix="ffjord_sbi_variants_") as tmp:
         for name in args.tasks:
-            task = compare_sbi.load_task(name)
-            theta, x = compare_sbi.simulate(task, args.simulations, 0)
+            task = sbi_tasks.load_task(name)
+            theta, x = sbi_tasks.simulate(task, args.simulations, 0)
             for i, options in enumerate(args.variants):
                 work = Path(tmp) / f"{name}-{i}"
-                r = compare_sbi.run_ffjord(
+                r = sbi_tasks.run_ffjord(
                     task, theta, x, work, shlex.split(options), args.c2st_samples
                 )
                 row = {
@@ -51,7 +64,7 @@ def main() -> None:
                     "options": options or "(none: the defaults)",
                     "c2st": round(r["c2st_mean"], 4),
                     "per_observation": [round(c, 4) for c in r["c2st"]],
-                    "c2st_samples": args.c2st_samples or compare_sbi.NUM_POSTERIOR_SAMPLES,
+                    "c2st_samples": args.c2st_samples or sbi_tasks.NUM_POSTERIOR_SAMPLES,
                     "training_seconds": round(r["training_seconds"], 1),
                     "epochs": r.get("epochs"),
                     "test_nll": r.get("summary", {}).get("test_nll"),

@@ -12,19 +12,20 @@ docs/benchmarks/time_to_quality.json.
 
 The recipes: the tutorial's defaults (40 epochs, batch 256, Adam 1e-2) and the
 fastest setting found (15 epochs, batch 128, Adam 2e-2 with cosine decay).
+``--smoke``: the fast recipe for one epoch of one block, seed 0, into a temporary directory.
 """
 
 import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 
 RECIPES = {
     "tutorial defaults": [],
@@ -33,16 +34,15 @@ RECIPES = {
 
 
 def run_once(out: Path, cache: Path, seed: int, options: list[str], target: float) -> dict:
-    command = ["ffjord", "train", "--out", str(out), "--seed", str(seed), "--quiet"]
+    command = [*harness.ffjord(), "train", "--out", str(out), "--seed", str(seed), "--quiet"]
     command += ["--no-figures", *options]
     env = {**os.environ, "FFJORD_CACHE_DIR": str(cache)}
-    start = time.time()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.time() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    startup = wall - json.loads(done.stdout.strip().splitlines()[-1])["wall_seconds"]
+    done = harness.run(command, env=env)
+    wall = done.seconds
+    if not done.ok:
+        raise SystemExit(f"{harness.shown(command)} failed: {done.stderr.strip()}")
+    records = harness.read_jsonl(out / "metrics.jsonl")
+    startup = wall - done.summary()["wall_seconds"]
     reached = next((r for r in records if r["test_nll"] <= target), None)
     return {
         "seed": seed,
@@ -54,19 +54,20 @@ def run_once(out: Path, cache: Path, seed: int, options: list[str], target: floa
     }
 
 
-def _median(xs: list) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--target", type=float, default=0.55)
+    harness.add_smoke(parser)
     args = parser.parse_args()
+    recipes, docs = RECIPES, ROOT / "docs"
+    if args.smoke:
+        recipes = {"fast": [*RECIPES["fast"], "--epochs", "1", "--blocks", "1"]}
+        args.seeds, docs = [0], harness.smoke_dir(__file__)
+        (docs / "benchmarks").mkdir()
     results: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, options in RECIPES.items():
+        for name, options in recipes.items():
             results[name] = {"cold": [], "warm": []}
             for seed in args.seeds:
                 cache = Path(tmp) / f"cache-{len(results)}-{seed}"
@@ -77,13 +78,13 @@ def main() -> None:
                     print(name, kind, row["seed"], f"{row['command_s']:.1f} s", row["final_nll"])
     raw = {
         "target": args.target,
-        "recipes": {k: " ".join(["ffjord train", *v]) for k, v in RECIPES.items()},
+        "recipes": {k: " ".join(["ffjord train", *v]) for k, v in recipes.items()},
         "results": results,
         "machine": f"{platform.processor() or platform.machine()}, {platform.platform()}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    (ROOT / "docs" / "benchmarks" / "time_to_quality.json").write_text(json.dumps(raw, indent=2))
-    (ROOT / "docs" / "TIME_TO_QUALITY.md").write_text(report(raw))
+    (docs / "benchmarks" / "time_to_quality.json").write_text(json.dumps(raw, indent=2))
+    (docs / "TIME_TO_QUALITY.md").write_text(report(raw))
 
 
 def report(raw: dict) -> str:
@@ -107,14 +108,14 @@ def report(raw: dict) -> str:
             reached = [r["reached_s"] for r in rows]
             epochs = [r["reached_epoch"] for r in rows]
             hit = sum(r["final_nll"] <= raw["target"] for r in rows)
-            med_reached = _median(reached)
-            med_epoch = _median(epochs)
+            med_reached = harness.median(reached)
+            med_epoch = harness.median(epochs)
             finals = ", ".join(f"{r['final_nll']:.3f}" for r in rows)
             lines.append(
                 f"| {name} | `{raw['recipes'][name]}` | {kind} | "
                 f"{'—' if med_reached is None else f'{med_reached:.1f}'} | "
                 f"{'—' if med_epoch is None else f'{med_epoch:.0f}'} | "
-                f"{_median([r['command_s'] for r in rows]):.1f} | "
+                f"{harness.median([r['command_s'] for r in rows]):.1f} | "
                 f"{finals} | {hit}/{len(rows)} |"
             )
     lines += [

@@ -7,19 +7,20 @@ only) through the real command line, in a fresh process, and its final held-out
 NLL is compared with the data's true differential entropy (the lowest expected
 NLL any model can reach; computed by quadrature from the exact density in
 `ffjord.datasets`). Writes docs/QUALITY.md and docs/benchmarks/toy_quality.json.
+``--smoke``: moons, one epoch of one block, into a temporary directory.
 """
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from ffjord import datasets
 
-ROOT = Path(__file__).resolve().parent.parent
+import harness
+
+ROOT = harness.ROOT
 
 
 def main() -> None:
@@ -27,13 +28,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--sets", nargs="+", default=list(datasets.TOY_DATASETS))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more CLI options")
+    harness.add_smoke(parser)
     args = parser.parse_args()
+    docs = ROOT / "docs"
+    if args.smoke:
+        args.sets, args.epochs, args.extra = ["moons"], 1, ["--blocks", "1"]
+        docs = harness.smoke_dir(__file__)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             out = Path(tmp) / name
             command = [
-                "ffjord",
+                *harness.ffjord(),
                 "train",
                 "--out",
                 str(out),
@@ -45,15 +51,12 @@ def main() -> None:
                 "--no-figures",
                 *args.extra,
             ]
-            start = time.time()
-            done = subprocess.run(command, capture_output=True, text=True)
-            wall = time.time() - start
-            if done.returncode != 0:
+            done = harness.run(command)
+            wall = done.seconds
+            if not done.ok:
                 rows.append({"data": name, "error": done.stderr.strip()})
                 continue
-            records = [
-                json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
-            ]
+            records = harness.read_jsonl(out / "metrics.jsonl")
             entropy = datasets.toy_entropy(name, method="quadrature")
             rows.append(
                 {
@@ -67,8 +70,8 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    (ROOT / "docs" / "benchmarks").mkdir(parents=True, exist_ok=True)
-    (ROOT / "docs" / "benchmarks" / "toy_quality.json").write_text(json.dumps(rows, indent=2))
+    (docs / "benchmarks").mkdir(parents=True, exist_ok=True)
+    (docs / "benchmarks" / "toy_quality.json").write_text(json.dumps(rows, indent=2))
     lines = [
         "# Quality on data sets the defaults were not tuned for",
         "",
@@ -93,8 +96,8 @@ def main() -> None:
             f"{r['true_entropy']:.3f} | {r['gap']:.3f} | {r['wall_s']:.0f} | "
             f"{r['nfe_last_epoch']:.0f} |"
         )
-    (ROOT / "docs" / "QUALITY.md").write_text("\n".join(lines) + "\n")
-    print("wrote docs/QUALITY.md", file=sys.stderr)
+    (docs / "QUALITY.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {docs / 'QUALITY.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ Writes ``docs/benchmarks/trace_cost.json`` and ``docs/figures/trace_cost.png``.
 import argparse
 import json
 import platform
-import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -37,11 +35,11 @@ import jax
 import jax.numpy as jnp
 
 import ffjord
-from ffjord._ffjord import _augmented_dynamics, _divergence_dynamics
-from ffjord._settings import data_defaults
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+from log_panels import plot_log_panels
+
+ROOT = harness.ROOT
 BATCH = 256
 VARIANTS = ("exact, closed form", "exact, d JVPs", "Hutchinson")
 
@@ -49,11 +47,13 @@ VARIANTS = ("exact, closed form", "exact, d JVPs", "Hutchinson")
 def dynamics(variant: str, field, t, z, key):
     """(dz/dt, d log-det/dt) of a batch under one way of taking the trace."""
     if variant == "exact, closed form":
-        return _divergence_dynamics(t, (z, None), (field, None, None, 1.0))
+        return jax.vmap(lambda zi: field.value_and_divergence(t, zi, None))(z)
     n, d = z.shape
     trace = ffjord.ExactTrace() if variant == "exact, d JVPs" else ffjord.HutchinsonTrace()
     probes, scale = trace.probes(key, n, d, z.dtype)
-    return _augmented_dynamics(t, (z, None), (field, None, probes, scale))
+    dz, jvp = jax.linearize(lambda u: jax.vmap(lambda ui: field(t, ui, None))(u), z)
+    j_probes = jax.vmap(jvp)(probes.astype(z.dtype))  # J v for every probe v, every point
+    return dz, scale * jnp.sum(j_probes * probes, axis=(0, 2))
 
 
 def make_fns(variant: str):
@@ -73,13 +73,18 @@ def median_seconds(fn, args, repeats: int) -> float:
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return harness.median(times)
+
+
+def hidden_units(d: int) -> int:
+    """The width ``ffjord train --data FILE`` chooses for d columns (docs/DEFAULTS.md)."""
+    return 64 if d <= 16 else 128
 
 
 def measure(dims: list[int], repeats: int) -> list[dict]:
     rows = []
     for d in dims:
-        hidden = data_defaults(10_000, d, 0)["hidden"]
+        hidden = hidden_units(d)
         field = ffjord.MLPField(d, hidden, 3, activation="silu", key=jax.random.key(d))
         z = jax.random.normal(jax.random.key(1), (BATCH, d))
         key = jax.random.key(2)
@@ -101,8 +106,6 @@ def measure(dims: list[int], repeats: int) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from log_panels import plot_log_panels
-
     values = [r[v][k] for r in rows for v in VARIANTS for k in ("forward", "gradient")]
     ylim = (min(values) / 1.5, max(values) * 1.5)  # one scale for both panels
     panels = [
@@ -123,7 +126,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/trace_cost.json")
     p.add_argument("--figure", type=Path, default=ROOT / "docs/figures/trace_cost.png")
+    harness.add_smoke(p)
     args = p.parse_args(argv)
+    if args.smoke:  # d = 2 and 4, 2 calls each, outputs in a temporary directory
+        tmp = harness.smoke_dir(__file__)
+        args.dims, args.repeats, args.out, args.figure = [2, 4], 2, tmp / "t.json", tmp / "t.png"
     rows = measure(args.dims, args.repeats)
     meta = {"python": platform.python_version(), "jax": jax.__version__, "batch": BATCH}
     meta["device"] = str(jax.devices()[0].device_kind)
