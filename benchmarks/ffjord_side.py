@@ -7,7 +7,7 @@ be compared field by field (``benchmarks/compare_tfp.py`` does that).
 * Training data: ``ffjord.datasets.sample_toy("moons", 8192, seed)``, i.e. exactly the points
   of ``make_moons(8192, noise=0.06, random_state=seed)`` (shuffled); batches of 256, Adam 1e-2.
 * Held-out data: ``make_moons(4096, noise=0.06, random_state=seed + 1)`` (the peer's).
-* Model: ``ffjord._settings.build_model`` / ``make_trainer`` with the ``TUTORIAL`` configuration
+* Model: ``ffjord._settings.make_trainer`` with the ``TUTORIAL`` configuration
   (4 FFJORD blocks of MLP(8, 3), exact trace, Dopri5 rtol 1e-3 atol 1e-5, base N(0, 0.8^2 I)).
 
 Run::
@@ -106,6 +106,7 @@ def main(argv=None):
 
     import ffjord
     from ffjord import _settings, datasets
+    from ffjord._source import DataSource
     from ffjord._trainer import Trainer, check_progress, transform
     from trace_counts import traces
 
@@ -117,11 +118,10 @@ def main(argv=None):
     cfg = dict(_settings.TUTORIAL)
     cfg.update(epochs=args.epochs, seed=args.seed, solver=args.solver)
     _settings.validate_options(cfg)
-    cfg = _settings.describe_data(cfg)
-    train = datasets.sample_toy("moons", cfg["n_train"], args.seed)
+    source, train, _ = DataSource.open("moons", args.seed, 0)
     test = datasets.make_moons(4096, 0.06, args.seed + 1)  # = sklearn's make_moons
     test = test.astype(np.float32)
-    trainer = _settings.make_trainer(cfg)
+    trainer = _settings.make_trainer(cfg, source, train)
     state = trainer.init(_settings.train_key(cfg))
     n_batches = train.shape[0] // trainer.batch_size
 
@@ -131,7 +131,9 @@ def main(argv=None):
     try:
         batches, contexts = trainer._epoch_batches(state, train, None)
         t = time.time()
-        lowered = trainer._epoch_fn.lower(state, batches, contexts, batches.shape[0])
+        n = batches.shape[0]
+        prepared = trainer._prepare(state, batches, contexts, n)
+        lowered = trainer._epoch_fn.lower(state, batches, contexts, n, prepared)
         lower_s = time.time() - t
         t = time.time()
         lowered.compile()
@@ -222,6 +224,7 @@ def main(argv=None):
     first_step_est = None
     if compile_s is not None:
         first_step_est = t_compiled - t0 + first_epoch_exec_s / n_batches
+    scale = _settings.BASE_SCALE_TOY
     result = {
         "peer": "ffjord",
         "epochs": args.epochs,
@@ -281,7 +284,7 @@ def main(argv=None):
             "optimizer": f"optax.adam({cfg['lr']})",
             "stacked_ffjords": cfg["blocks"],
             "mlp": [cfg["hidden"], cfg["layers"], 2],
-            "base": f"MultivariateNormalDiag([0,0],[{cfg['base_scale']},{cfg['base_scale']}])",
+            "base": f"MultivariateNormalDiag([0,0],[{scale},{scale}])",
         },
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

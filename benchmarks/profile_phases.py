@@ -37,7 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ffjord  # noqa: E402
-from ffjord._settings import TUTORIAL, describe_data, load_data, make_trainer, train_key  # noqa: E402
+from ffjord._settings import TUTORIAL, make_trainer, train_key  # noqa: E402
+from ffjord._source import DataSource  # noqa: E402
 from ffjord._trainer import transform  # noqa: E402
 
 import harness  # noqa: E402
@@ -92,14 +93,16 @@ def main() -> None:
 
     epoch_traces = traces(Trainer, "_epoch")
     t = time.time()
-    cfg = describe_data(dict(TUTORIAL))
-    trainer = make_trainer(cfg)
+    cfg = dict(TUTORIAL)
+    source, train, test = DataSource.open(cfg["data"], cfg["seed"], 0)
+    trainer = make_trainer(cfg, source, train)
     state = trainer.init(train_key(cfg))
-    train, test = load_data(cfg)
     batches, contexts = trainer._epoch_batches(state, train, None)
+    n = batches.shape[0]
+    prepared = trainer._prepare(state, batches, contexts, n)
     result["setup_s"] = time.time() - t
     t = time.time()
-    lowered = trainer._epoch_fn.lower(state, batches, contexts, batches.shape[0])
+    lowered = trainer._epoch_fn.lower(state, batches, contexts, n, prepared)
     result["trace_lower_s"] = time.time() - t
     t = time.time()
     lowered.compile()

@@ -51,27 +51,14 @@ def checkpoint_state(run_dir):
     from pathlib import Path
 
     from ffjord._run import RunDir
-    from ffjord._settings import (
-        build_model,
-        flag_values,
-        objective_of,
-        train_key,
-        training_options,
-    )
+    from ffjord._settings import flag_values, make_trainer, train_key
     from ffjord._source import DataSource
-    from ffjord._trainer import Trainer
 
     run = RunDir(Path(run_dir))
     config = run.require()
     cfg, source = flag_values(config), DataSource.from_config(config["data"])
     train, _ = source.load()
-    steps = max(config["sizes"]["train"] // cfg["batch_size"], 1)
-    trainer = Trainer(
-        build_model(cfg, source, train),
-        objective=objective_of(cfg),
-        batch_size=cfg["batch_size"],
-        optimizer=training_options(cfg).make_optimizer(steps),
-    )
+    trainer = make_trainer(cfg, source, train)
     return run, run.load_checkpoint(trainer.init(train_key(cfg)))
 
 

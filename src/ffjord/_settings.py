@@ -22,6 +22,7 @@ from ._options import TrainingOptions, WarmStart
 from ._source import DataSource
 from ._spec import ADJOINTS, SOLVERS, build
 from ._train import fit_size
+from ._trainer import Trainer
 from ._vector_field import ACTIVATIONS
 
 TRACES = ("exact", "hutchinson")
@@ -434,6 +435,18 @@ def build_model(cfg: dict[str, Any], source: DataSource, train: np.ndarray):
     description = model_description(cfg, source, train)
     model: TransformedDistribution = build(description, jax.random.key(cfg["seed"]))
     return model
+
+
+def make_trainer(cfg: dict[str, Any], source: DataSource, train: np.ndarray) -> Trainer:
+    """A `Trainer` of the settings' model, objective and optimiser (no run directory),
+    for tools that drive epochs themselves (benchmarks, tests)."""
+    steps_per_epoch = max(fit_size(len(train), cfg["validation"]) // cfg["batch_size"], 1)
+    return Trainer(
+        build_model(cfg, source, train),
+        objective=objective_of(cfg),
+        batch_size=cfg["batch_size"],
+        optimizer=training_options(cfg).make_optimizer(steps_per_epoch),
+    )
 
 
 def train_key(cfg: dict[str, Any]) -> jax.Array:
