@@ -24,7 +24,6 @@ Usage::
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 256
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=2, help="processes per tree and size")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
-    parser.add_argument("--smoke", action="store_true", help="one short run per size")
+    harness.add_smoke(parser)  # one short run per size
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args()
     if args.smoke:
@@ -116,7 +117,7 @@ def main() -> None:
                     epoch_seconds.setdefault((name, steps), []).extend(seconds)
     result: dict = {"steps": args.steps, "epochs": args.epochs, "repeats": args.repeats}
     for name in trees:
-        medians = {s: statistics.median(epoch_seconds[name, s]) for s in args.steps}
+        medians = {s: harness.median(epoch_seconds[name, s]) for s in args.steps}
         overhead, per_step = fit(list(medians.items()))
         small = min(args.steps)
         command_ms = 1e3 * medians[small] / small
