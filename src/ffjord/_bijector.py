@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ._config import InitKeys, NotDescribed, floats, from_config, register
+
 
 class SolveStats(eqx.Module):
     r"""Work done by the ODE solves behind one call, summed over blocks.
@@ -149,6 +151,24 @@ class AbstractBijector(eqx.Module):
     # True for a bijector whose arrays are fixed: training leaves them alone, and flow
     # matching accepts it around its FFJORD block (it maps base and data alike).
     frozen: ClassVar[bool] = False
+    # The name a saved model's description gives this bijector; a subclass that sets it
+    # (and implements `to_config` / `from_config`) can be saved and rebuilt by `ffjord.load`.
+    config_type: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "config_type" in cls.__dict__:
+            register("bijector", cls)
+
+    def to_config(self) -> dict:
+        """This bijector's description (JSON-ready), from which `from_config` rebuilds
+        it; raises `NotDescribed` for a bijector without one."""
+        raise NotDescribed(type(self).__name__)
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "AbstractBijector":
+        """The bijector `config` describes, its trainable arrays initialised from `keys`."""
+        return from_config("bijector", config, keys)
 
     @property
     def dim(self) -> int | None:
@@ -323,6 +343,8 @@ class Chain(AbstractBijector):
 
     bijectors: tuple[AbstractBijector, ...]
 
+    config_type: ClassVar[str | None] = "Chain"
+
     def __init__(self, bijectors):
         bijectors = tuple(bijectors)
         if not bijectors:
@@ -337,6 +359,13 @@ class Chain(AbstractBijector):
         if len(widths) > 1:
             raise ValueError(f"Chain: bijectors take contexts of different widths {sorted(widths)}")
         self.bijectors = bijectors
+
+    def to_config(self) -> dict:
+        return {"type": "Chain", "bijectors": [b.to_config() for b in self.bijectors]}
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "Chain":
+        return cls([AbstractBijector.from_config(inner, keys) for inner in config["bijectors"]])
 
     @property
     def dim(self) -> int | None:
@@ -413,6 +442,7 @@ class Affine(AbstractBijector):
     scale: Float[Array, " d"]
 
     frozen: ClassVar[bool] = True  # a fixed map (e.g. undoing a standardisation)
+    config_type: ClassVar[str | None] = "Affine"
 
     def __init__(self, shift, scale):
         shift, scale = jnp.asarray(shift), jnp.asarray(scale)
@@ -422,6 +452,13 @@ class Affine(AbstractBijector):
                 f"and {scale.shape}"
             )
         self.shift, self.scale = shift, scale
+
+    def to_config(self) -> dict:
+        return {"type": "Affine", "shift": floats(self.shift), "scale": floats(self.scale)}
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "Affine":
+        return cls(jnp.asarray(config["shift"]), jnp.asarray(config["scale"]))
 
     @property
     def dim(self) -> int:
@@ -462,6 +499,7 @@ class UnitInterval(AbstractBijector):
     alpha: float = eqx.field(static=True)
 
     frozen: ClassVar[bool] = True
+    config_type: ClassVar[str | None] = "UnitInterval"
 
     def __init__(self, dim: int, alpha: float = 0.01):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -469,6 +507,13 @@ class UnitInterval(AbstractBijector):
         if not (isinstance(alpha, int | float) and 0.0 <= alpha < 0.5):
             raise ValueError(f"UnitInterval: alpha must lie in [0, 0.5), got {alpha!r}")
         self.size, self.alpha = dim, float(alpha)
+
+    def to_config(self) -> dict:
+        return {"type": "UnitInterval", "dim": self.size, "alpha": self.alpha}
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "UnitInterval":
+        return cls(config["dim"], alpha=config["alpha"])
 
     @property
     def dim(self) -> int:
@@ -557,12 +602,27 @@ class StandardizedContext(ContextMap):
     bijector: AbstractBijector
     context_map: Affine
 
+    config_type: ClassVar[str | None] = "StandardizedContext"
+
     def __init__(self, bijector: AbstractBijector, shift, scale):
         shift, scale = jnp.asarray(shift), jnp.asarray(scale)
         self.context_map = Affine(shift, scale)
         width = self.context_map.dim
         _check_wrapped("StandardizedContext", bijector, width, f"shift has {width} entries")
         self.bijector = bijector
+
+    def to_config(self) -> dict:
+        return {
+            "type": "StandardizedContext",
+            "bijector": self.bijector.to_config(),
+            "shift": floats(self.context_map.shift),
+            "scale": floats(self.context_map.scale),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "StandardizedContext":
+        inner = AbstractBijector.from_config(config["bijector"], keys)
+        return cls(inner, jnp.asarray(config["shift"]), jnp.asarray(config["scale"]))
 
     @property
     def context_dim(self) -> int:
@@ -598,6 +658,8 @@ class ProjectedContext(ContextMap):
     bijector: AbstractBijector
     weight: Float[Array, "features k"]
 
+    config_type: ClassVar[str | None] = "ProjectedContext"
+
     def __init__(
         self, bijector: AbstractBijector, context_dim: int, features: int, *, key: PRNGKeyArray
     ):
@@ -607,6 +669,19 @@ class ProjectedContext(ContextMap):
         _check_wrapped("ProjectedContext", bijector, features, f"features is {features}")
         self.weight = jax.random.normal(key, (features, context_dim)) / math.sqrt(context_dim)
         self.bijector = bijector
+
+    def to_config(self) -> dict:
+        return {
+            "type": "ProjectedContext",
+            "bijector": self.bijector.to_config(),
+            "context_dim": self.context_dim,
+            "features": self.features,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "ProjectedContext":
+        inner = AbstractBijector.from_config(config["bijector"], keys)
+        return cls(inner, config["context_dim"], config["features"], key=keys.projection)
 
     @property
     def context_dim(self) -> int:

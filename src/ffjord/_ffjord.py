@@ -2,6 +2,7 @@
 
 import dataclasses
 from collections.abc import Callable
+from typing import ClassVar
 
 import diffrax
 import equinox as eqx
@@ -10,8 +11,44 @@ import jax.numpy as jnp
 import optimistix as optx
 
 from ._bijector import AbstractBijector, SolveStats
+from ._config import InitKeys, NotDescribed
 from ._trace import AbstractTrace, ExactTrace
 from ._vector_field import AbstractVectorField, CallableField
+
+SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {  # the solvers a description names
+    "dopri5": diffrax.Dopri5,
+    "tsit5": diffrax.Tsit5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+}
+ADJOINTS: dict[str, type[diffrax.AbstractAdjoint]] = {
+    "backprop": diffrax.RecursiveCheckpointAdjoint,
+    "backsolve": diffrax.BacksolveAdjoint,
+}
+
+
+def make_adjoint(name: str, checkpoints: int | None = None) -> diffrax.AbstractAdjoint:
+    """The adjoint called `name` in `ADJOINTS`; backpropagation keeps `checkpoints` states
+    of the solve (None: diffrax's default, one per step up to `max_steps`).
+
+    Example:
+        >>> make_adjoint("backprop", 8).checkpoints
+        8
+    """
+    if name == "backprop":
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
+    return ADJOINTS[name]()
+
+
+def _name_in(table: dict[str, type], value: object) -> str:
+    """The name `table` gives `value`'s exact class (`NotDescribed` if none)."""
+    for name, cls in table.items():
+        if type(value) is cls:
+            return name
+    raise NotDescribed(type(value).__name__)
 
 
 def _evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
@@ -144,6 +181,8 @@ class FFJORD(AbstractBijector):
     max_steps: int = eqx.field(static=True)
     per_point: bool = eqx.field(static=True)
 
+    config_type: ClassVar[str | None] = "FFJORD"
+
     def __init__(
         self,
         field: AbstractVectorField | Callable,
@@ -198,6 +237,48 @@ class FFJORD(AbstractBijector):
         self.dt0 = None if dt0 is None else float(dt0)
         self.max_steps = max_steps
         self.per_point = bool(per_point)
+
+    def to_config(self) -> dict:
+        controller = self.stepsize_controller
+        if type(controller) is not diffrax.PIDController:
+            raise NotDescribed(type(controller).__name__)
+        config = {
+            "type": "FFJORD",
+            "field": self.field.to_config(),
+            "trace": self.trace.to_config(),
+            "solver": _name_in(SOLVERS, self.solver),
+            "rtol": float(controller.rtol),
+            "atol": float(controller.atol),
+            "t0": self.t0,
+            "t1": self.t1,
+            "dt0": self.dt0,
+            "max_steps": self.max_steps,
+            "adjoint": _name_in(ADJOINTS, self.adjoint),
+            "per_point": self.per_point,
+        }
+        adjoint = self.adjoint
+        if (
+            isinstance(adjoint, diffrax.RecursiveCheckpointAdjoint)
+            and adjoint.checkpoints is not None
+        ):
+            config["checkpoints"] = int(adjoint.checkpoints)  # only when set, as before
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "FFJORD":
+        return cls(
+            AbstractVectorField.from_config(config["field"], keys),
+            trace=AbstractTrace.from_config(config["trace"], keys),
+            solver=SOLVERS[config["solver"]](),
+            rtol=config["rtol"],
+            atol=config["atol"],
+            t0=config["t0"],
+            t1=config["t1"],
+            dt0=config["dt0"],
+            max_steps=config["max_steps"],
+            adjoint=make_adjoint(config["adjoint"], config.get("checkpoints")),
+            per_point=config["per_point"],
+        )
 
     @property
     def dim(self) -> int | None:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._config import InitKeys, NotDescribed, from_config, register
+
 
 class AbstractTrace(eqx.Module):
     """How the trace of the field's Jacobian is computed: `ExactTrace` or
@@ -27,6 +29,22 @@ class AbstractTrace(eqx.Module):
     """
 
     stochastic: eqx.AbstractClassVar[bool]
+    # The name a saved model's description gives this trace (see `AbstractBijector`).
+    config_type: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "config_type" in cls.__dict__:
+            register("trace", cls)
+
+    def to_config(self) -> dict:
+        """This trace's description (JSON-ready); `NotDescribed` for one without."""
+        raise NotDescribed(type(self).__name__)
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "AbstractTrace":
+        """The trace `config` describes."""
+        return from_config("trace", config, keys)
 
     @abc.abstractmethod
     def probes(
@@ -47,6 +65,14 @@ class ExactTrace(AbstractTrace):
     """
 
     stochastic: ClassVar[bool] = False
+    config_type: ClassVar[str | None] = "exact"
+
+    def to_config(self) -> dict:
+        return {"type": "exact"}
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "ExactTrace":
+        return cls()
 
     def probes(self, key, batch, dim, dtype):
         del key
@@ -69,6 +95,14 @@ class HutchinsonTrace(AbstractTrace):
     noise: Literal["rademacher", "gaussian"] = eqx.field(static=True, default="rademacher")
 
     stochastic: ClassVar[bool] = True
+    config_type: ClassVar[str | None] = "hutchinson"
+
+    def to_config(self) -> dict:
+        return {"type": "hutchinson", "num_samples": self.num_samples, "noise": self.noise}
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "HutchinsonTrace":
+        return cls(num_samples=config["num_samples"], noise=config["noise"])
 
     def __check_init__(self):
         n = self.num_samples

@@ -4,7 +4,7 @@ import abc
 import copy
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._config import InitKeys, NotDescribed, from_config, register
 from ._keys import key_bits
 
 
@@ -104,6 +105,23 @@ class AbstractVectorField(eqx.Module):
 
     dim: eqx.AbstractVar[int | None]
     context_dim: eqx.AbstractVar[int | None]
+    # The name a saved model's description gives this field (see `AbstractBijector`).
+    config_type: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "config_type" in cls.__dict__:
+            register("field", cls)
+
+    def to_config(self) -> dict:
+        """This field's description (JSON-ready); raises `NotDescribed` for a field
+        without one (a model with it is reloaded with `ffjord.load(run, like=model)`)."""
+        raise NotDescribed(type(self).__name__)
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "AbstractVectorField":
+        """The field `config` describes, initialised from `keys.field()`."""
+        return from_config("field", config, keys)
 
     @abc.abstractmethod
     def __call__(
@@ -187,6 +205,8 @@ class MLPField(AbstractVectorField):
     activation: str = eqx.field(static=True)
     unit_by_unit: bool = eqx.field(static=True)
 
+    config_type: ClassVar[str | None] = "MLPField"
+
     def __init__(
         self,
         dim: int,
@@ -220,6 +240,27 @@ class MLPField(AbstractVectorField):
         self.context_dim = context_dim
         self.activation = activation
         self.unit_by_unit = False
+
+    def to_config(self) -> dict:
+        return {
+            "type": "MLPField",
+            "dim": self.dim,
+            "hidden": self.layers[0].weight.shape[0] if len(self.layers) > 1 else 1,
+            "layers": len(self.layers),
+            "context_dim": self.context_dim,
+            "activation": self.activation,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> "MLPField":
+        return cls(
+            config["dim"],
+            config["hidden"],
+            config["layers"],
+            context_dim=config["context_dim"],
+            activation=config["activation"],
+            key=keys.field(),
+        )
 
     def _input(self, t, z, context):
         t_z = jnp.broadcast_to(jnp.asarray(t, dtype=z.dtype), z.shape)
