@@ -17,6 +17,8 @@ from ._objectives import AbstractObjective as AbstractObjective
 from ._objectives import FlowMatching as FlowMatching
 from ._objectives import MaximumLikelihood as MaximumLikelihood
 from ._run import load as load
+from ._sampling import OutsideBox as OutsideBox
+from ._sampling import sample_within as sample_within
 from ._trace import AbstractTrace as AbstractTrace
 from ._trace import ExactTrace as ExactTrace
 from ._trace import HutchinsonTrace as HutchinsonTrace
@@ -47,6 +49,7 @@ __all__ = [
     "MaximumLikelihood",
     "Mode",
     "MultivariateNormalDiag",
+    "OutsideBox",
     "ProjectedContext",
     "SolveStats",
     "StandardizedContext",
@@ -57,4 +60,5 @@ __all__ = [
     "fit_to_density",
     "for_inference",
     "load",
+    "sample_within",
 ]

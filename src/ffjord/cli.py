@@ -23,6 +23,7 @@ from ._errors import InputError
 from ._io import atomic_write
 from ._options import SCHEDULES, WARM_START_DIR
 from ._run import SNAPSHOT_SAMPLES, RunDir, base_grid, base_samples, open_run
+from ._sampling import OutsideBox, sample_within
 from ._settings import (
     ADJOINTS,
     COUPLINGS,
@@ -598,65 +599,20 @@ def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.
     return as_training_array(conditions.astype(np.float32))
 
 
-MAX_DRAWS_PER_SAMPLE = 100  # `ffjord sample` gives up when under 1% of draws fall in range
-
-
-def _draw(model, cfg: dict[str, Any], conditions: np.ndarray | None, n: int, key) -> np.ndarray:
-    """`n` model draws per condition: `(n, d)`, or `(m, n, d)` for `(m, k)` conditions."""
-    shape = (n,) if conditions is None or conditions.ndim == 1 else (len(conditions), n)
-    base = as_training_array(np.asarray(model.base.sample(key, shape), np.float32))
-    flat = base.reshape(-1, cfg["dim"])
-    context = None
-    if conditions is not None and conditions.ndim == 1:  # one condition for every sample
-        context = np.broadcast_to(conditions, (n, conditions.shape[0]))
-    elif conditions is not None:  # rows of (M, N, d): N samples per condition
-        context = np.repeat(conditions, n, axis=0)
-    return transform(model.bijector, flat, context).reshape(*shape, cfg["dim"])
-
-
-def _draw_within(model, cfg, conditions, n: int, key, low, high) -> np.ndarray:
-    """`_draw`, keeping only draws inside the box [low, high] (rejection: draws outside it
-    are replaced by fresh ones, per condition, until each has `n`)."""
-    single = conditions is None or conditions.ndim == 1  # one condition: (n, d) back
-    rows = 1 if conditions is None or single else len(conditions)
-    kept: list[list[np.ndarray]] = [[] for _ in range(rows)]
-    got, drawn = np.zeros(rows, int), 0
-    batch = n
-    while got.min() < n:
-        if drawn >= MAX_DRAWS_PER_SAMPLE * n:
-            worst = int(np.argmin(got))
-            which = f" for condition {worst + 1}" if rows > 1 else ""
-            raise InputError(
-                f"only {100 * got[worst] / drawn:.2g}% of the model's draws{which} lie within "
-                "the training data's range; pass --keep-outside to keep draws outside it"
-            )
-        key, sub = jax.random.split(key)
-        draws = _draw(model, cfg, conditions, batch, sub).reshape(rows, batch, cfg["dim"])
-        drawn += batch
-        for i in range(rows):
-            inside = draws[i][np.all((draws[i] >= low) & (draws[i] <= high), axis=1)]
-            kept[i].append(inside[: n - got[i]])
-            got[i] += len(kept[i][-1])
-        accepted = max(got.min(), 1) / drawn  # the slowest condition sets the next batch
-        batch = int(min(max((n - got.min()) / accepted * 1.2, 64), MAX_DRAWS_PER_SAMPLE * n))
-    samples = np.stack([np.concatenate(parts) for parts in kept])
-    return samples[0] if single else samples
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n is None or args.n <= 0:
         raise InputError(f"-n must be a positive integer, got {args.n}")
     out = _check_output(args.output, args.force)
     run, cfg, _, model = _open_model(args.run)
     conditions = _read_conditions(args.context, run, cfg)
-    key = jax.random.key(args.seed)
     source = _source(cfg)
-    box = None if source is None else source.data_range  # conditional runs
-    if box is None or args.keep_outside:
-        samples = _draw(model, cfg, conditions, args.n, key)
-    else:
-        low, high = (np.asarray(box[side]) for side in ("low", "high"))
-        samples = _draw_within(model, cfg, conditions, args.n, key, low, high)
+    box = None if source is None or args.keep_outside else source.data_range  # conditional
+    low, high = (None, None) if box is None else (box["low"], box["high"])
+    try:
+        samples = sample_within(model, jax.random.key(args.seed), args.n, low=low, high=high,
+                                context=conditions, region="the training data's range")  # fmt: skip
+    except OutsideBox as err:
+        raise InputError(f"{err}; pass --keep-outside to keep draws outside it") from None
     _save_npy(out, samples)
     print(json.dumps({"samples": str(out), "shape": list(samples.shape), "dim": cfg["dim"]}))
     return 0

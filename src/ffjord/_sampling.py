@@ -1,0 +1,126 @@
+"""Many draws from a flow at once: in fixed-size chunks on every core, per condition,
+optionally kept within a box (a prior's support, the training data's range)."""
+
+import jax
+import numpy as np
+
+from ._checks import positive_int
+from ._distributions import TransformedDistribution
+from ._errors import InputError
+from ._keys import as_typed_key
+from ._trainer import transform
+
+MAX_DRAWS = 100  # draws per kept sample before `sample_within` gives up
+ROUND_ROWS = 1 << 20  # the most rows one round of rejection draws at once (memory bound)
+
+
+class OutsideBox(InputError):
+    """Too few of a model's draws lie within the box: `acceptance` is the share of draws
+    kept for the worst condition (`condition`, counted from 0; None for one condition)."""
+
+    def __init__(self, message: str, acceptance: float, condition: int | None):
+        super().__init__(message)
+        self.acceptance = acceptance
+        self.condition = condition
+
+
+def _conditions(dist: TransformedDistribution, context) -> np.ndarray | None:
+    width = dist.bijector.context_dim or 0
+    if context is None:
+        if width:
+            raise InputError(
+                f"the model is conditional ({width} condition columns): give context=",
+                parameters=("context",),
+            )
+        return None
+    context = np.asarray(context)
+    if context.ndim not in (1, 2) or context.shape[-1] != width or width == 0:
+        raise InputError(
+            f"context must have shape (k,) or (m, k) with k = {width}, got {context.shape}",
+            parameters=("context",),
+        )
+    if not np.all(np.isfinite(context)):
+        raise InputError("context has NaN or infinite values", parameters=("context",))
+    return context
+
+
+def _draw(dist: TransformedDistribution, key, n: int, conditions: np.ndarray | None):
+    """`n` draws per condition, `(rows, n, d)`: base draws in float32 (the same numbers
+    in 32- and 64-bit mode), in the model's dtype, pushed through the flow in chunks."""
+    rows = 1 if conditions is None or conditions.ndim == 1 else len(conditions)
+    dtype = np.asarray(dist.base.loc).dtype
+    base = np.asarray(dist.base.sample(key, (rows * n,)), np.float32).astype(dtype)
+    context = None
+    if conditions is not None:  # row i * n + j: draw j of condition i
+        context = np.repeat(np.atleast_2d(conditions), n, axis=0).astype(dtype)
+    return transform(dist.bijector, base, context).reshape(rows, n, dist.dim)
+
+
+def sample_within(
+    dist: TransformedDistribution,
+    key,
+    n: int,
+    *,
+    low=None,
+    high=None,
+    context=None,
+    max_draws: int = MAX_DRAWS,
+    region: str = "the box",
+) -> np.ndarray:
+    """`n` draws from `dist` that lie within the box `low <= y <= high` (rejection: draws
+    outside it are replaced by fresh ones, per condition, until each has `n`).
+
+    `context` is `None`, one condition `(k,)` (draws of shape `(n, d)`), or `m` conditions
+    `(m, k)` (draws of shape `(m, n, d)`); without `low` and `high` every draw is kept.
+    The flow runs in fixed-size chunks on every core, so many conditions fit in memory.
+    The effort is bounded: after `max_draws` draws per sample for some condition, an
+    `OutsideBox` error (an `InputError`) names the share of draws that fell within
+    `region` (how messages name the box, e.g. "the prior's support").
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ffjord
+        >>> base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+        >>> dist = ffjord.TransformedDistribution(base, ffjord.Affine(jnp.zeros(2), jnp.ones(2)))
+        >>> y = ffjord.sample_within(dist, jax.random.key(0), 500, low=[0, -1], high=[1, 1])
+        >>> y.shape, bool((y[:, 0] >= 0).all() and (y[:, 1] <= 1).all())
+        ((500, 2), True)
+    """
+    n = positive_int(n, "n")
+    max_draws = positive_int(max_draws, "max_draws")
+    conditions = _conditions(dist, context)
+    key = as_typed_key(key)
+    single = conditions is None or conditions.ndim == 1
+    if low is None and high is None:
+        draws = _draw(dist, key, n, conditions)
+        return draws[0] if single else draws
+    d = dist.dim
+    low = np.broadcast_to(np.asarray(-np.inf if low is None else low, np.float64), (d,))
+    high = np.broadcast_to(np.asarray(np.inf if high is None else high, np.float64), (d,))
+    if np.any(np.isnan(low)) or np.any(np.isnan(high)) or np.any(low > high):
+        raise InputError("the box needs low <= high in every column", parameters=("low", "high"))
+    rows = 1 if single else len(conditions)  # type: ignore[arg-type]
+    kept: list[list[np.ndarray]] = [[] for _ in range(rows)]
+    got, drawn, batch = np.zeros(rows, int), 0, n
+    while got.min() < n:
+        if drawn >= max_draws * n:
+            worst = int(np.argmin(got))
+            share = got[worst] / drawn
+            which = f" for condition {worst + 1}" if rows > 1 else ""
+            raise OutsideBox(
+                f"only {100 * share:.2g}% of the model's draws{which} lie within {region} "
+                f"after {drawn} draws",
+                share,
+                worst if rows > 1 else None,
+            )
+        key, sub = jax.random.split(key)
+        draws = _draw(dist, sub, batch, conditions)
+        drawn += batch
+        for i in range(rows):
+            inside = draws[i][np.all((draws[i] >= low) & (draws[i] <= high), axis=1)]
+            kept[i].append(inside[: n - got[i]])
+            got[i] += len(kept[i][-1])
+        accepted = max(got.min(), 1) / drawn  # the slowest condition sets the next batch
+        batch = int(min(max((n - got.min()) / accepted * 1.2, 64), max_draws * n))
+        batch = min(batch, max(ROUND_ROWS // rows, 64))
+    samples = np.stack([np.concatenate(parts) for parts in kept])
+    return samples[0] if single else samples
