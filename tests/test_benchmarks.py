@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-MODULES = {"harness", "log_panels", "render_sbi", "render_tfp", "sbi_tasks"}  # not scripts
+MODULES = {"harness", "log_panels", "render_sbi", "render_tfp", "sbi_tasks", "trace_counts"}
 QUICK = {"peer_tfp"}  # smoke runs of a few seconds
 SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem not in MODULES)
 

@@ -76,6 +76,7 @@ def test_two_processes_give_one_processs_losses(tmp_path):
         assert a["test_nll"] == pytest.approx(b["test_nll"], abs=1e-3)
 
 
+@pytest.mark.slow  # a minute of three processes; the two-process run stays in the quick suite
 def test_a_killed_process_stops_the_others_and_all_resume(tmp_path):
     run = tmp_path / "run"
     procs = start_processes(run, 400)
