@@ -11,12 +11,13 @@ import ast
 from pathlib import Path
 
 import ffjord
-from ffjord import cli, datasets, plotting, simulators
+from ffjord import cli, datasets, figures, plotting, simulators
 
 MODULES = {
     "ffjord.datasets": datasets,
     "ffjord.simulators": simulators,
     "ffjord.plotting": plotting,
+    "ffjord.figures": figures,
 }
 
 

@@ -20,7 +20,7 @@ import ffjord
 MODULES = ["ffjord"] + sorted(
     f"ffjord.{info.name}" for info in pkgutil.iter_modules(ffjord.__path__)
 )
-PUBLIC_MODULES = ["ffjord.datasets", "ffjord.plotting", "ffjord.simulators"]
+PUBLIC_MODULES = ["ffjord.datasets", "ffjord.figures", "ffjord.plotting", "ffjord.simulators"]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -119,10 +119,10 @@ def test_every_public_name_has_an_example():
     import inspect
 
     import ffjord
-    from ffjord import datasets, plotting, simulators
+    from ffjord import datasets, figures, plotting, simulators
 
     named = [(f"ffjord.{n}", getattr(ffjord, n)) for n in ffjord.__all__]
-    for module in (datasets, plotting, simulators):
+    for module in (datasets, figures, plotting, simulators):
         named += [(f"{module.__name__}.{n}", getattr(module, n)) for n in module.__all__]
     without = [
         name

@@ -16,7 +16,18 @@ ROUND_ROWS = 1 << 20  # the most rows one round of rejection draws at once (memo
 
 class OutsideBox(InputError):
     """Too few of a model's draws lie within the box: `acceptance` is the share of draws
-    kept for the worst condition (`condition`, counted from 0; None for one condition)."""
+    kept for the worst condition (`condition`, counted from 0; None for one condition).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ffjord
+        >>> base = ffjord.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1))
+        >>> dist = ffjord.TransformedDistribution(base, ffjord.Affine(jnp.zeros(1), jnp.ones(1)))
+        >>> try:  # 5 sigma away: about 1 draw in 3.5 million
+        ...     ffjord.sample_within(dist, jax.random.key(0), 10, low=[5.0], max_draws=10)
+        ... except ffjord.OutsideBox as err:
+        ...     print(err, err.acceptance)
+        only 0% of the model's draws lie within the box after 100 draws 0.0
+    """
 
     def __init__(self, message: str, acceptance: float, condition: int | None):
         super().__init__(message)
@@ -120,7 +131,7 @@ def sample_within(
             kept[i].append(inside[: n - got[i]])
             got[i] += len(kept[i][-1])
         accepted = max(got.min(), 1) / drawn  # the slowest condition sets the next batch
-        batch = int(min(max((n - got.min()) / accepted * 1.2, 64), max_draws * n))
-        batch = min(batch, max(ROUND_ROWS // rows, 64))
+        batch = int(max((n - got.min()) / accepted * 1.2, 64))
+        batch = min(batch, max(ROUND_ROWS // rows, 64), max_draws * n - drawn)
     samples = np.stack([np.concatenate(parts) for parts in kept])
     return samples[0] if single else samples

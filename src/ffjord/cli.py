@@ -11,18 +11,18 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import jax
 import numpy as np
 
-from . import datasets, simulators
+from . import datasets
 from ._distributed import start as start_processes
 from ._distributed import stop_all
 from ._errors import InputError
 from ._io import atomic_write
 from ._options import SCHEDULES, WARM_START_DIR
-from ._run import SNAPSHOT_SAMPLES, RunDir, base_grid, base_samples, open_run
+from ._run import RunDir, open_run
 from ._sampling import OutsideBox, sample_within
 from ._settings import (
     ADJOINTS,
@@ -43,9 +43,10 @@ from ._settings import (
 )
 from ._source import DataSource
 from ._train import Points, RunTarget, run_training
-from ._trainer import Trainer, TrainingDiverged, TrainState, transform
+from ._trainer import Trainer, TrainingDiverged, TrainState
 from ._vector_field import ACTIVATIONS
 from ._version import __version__
+from .figures import plot_run
 
 Limits = tuple[float, float, float, float]
 
@@ -370,7 +371,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if jax.process_index() > 0:  # process 0 writes the figures and reports
         return 0
     if args.figures:
-        draw_figures(run, run.require(), result.trainer, state, train)
+        plot_run(run.path)
     best = state.kept_epoch
     summary = {
         "run": str(run.path),
@@ -392,153 +393,6 @@ def _saved_epoch(run: RunDir, dist) -> int:
         return int(run.load_model_state(Trainer(dist).init(jax.random.key(0))).epoch)
     except InputError:
         return 0
-
-
-def _plotting():
-    """matplotlib takes a third of a second to import: only commands that draw pay it."""
-    from . import plotting
-
-    return plotting
-
-
-def draw_figures(
-    run: RunDir, cfg: dict[str, Any], trainer: Trainer, state: TrainState, train: np.ndarray
-) -> list[Path]:
-    """All figures of a run; returns their paths."""
-    plotting = _plotting()
-    history = run.read_metrics(int(state.epoch))
-    figures = run.figures
-    figures.mkdir(exist_ok=True)
-    written = []
-    reference = None
-    source = _source(cfg)
-    assert source is not None  # made by `ffjord train`
-    name, dim = source.name, source.dim
-    if name in datasets.TOY_DATASETS:
-        reference = datasets.toy_entropy(name, method="quadrature")
-    if history:
-        flow_matching = cfg["objective"]["name"] == "flow-matching"
-        plotting.plot_curves(
-            figures / "curves.png",
-            history,
-            reference=reference,
-            train_loss_label="flow-matching loss (mean squared error)" if flow_matching else None,
-            best_epoch=int(state.best_epoch) or None,
-        )
-        written.append(figures / "curves.png")
-    model = trainer.kept_model(state)
-    shown = state.kept_epoch
-    train, train_context = source.split(train)
-    limits = None if source.limits is None else cast(Limits, tuple(source.limits))
-    if train_context is not None:
-        if dim == 2 and limits is not None:
-            panels, reference = _conditional_panels(name, model, state, train, train_context)
-            plotting.plot_conditional(
-                figures / "conditional.png",
-                panels,
-                limits=limits,
-                reference_label=reference,
-                axis_names=("theta1", "theta2") if reference == "exact posterior" else ("x1", "x2"),
-                title=f"{Path(name).name}: samples given a condition, epoch {shown}",
-            )
-            written.append(figures / "conditional.png")
-        return written
-    if name in datasets.REAL_DATASETS:  # digits: 8x8 images
-        samples = transform(model.bijector, base_samples(model, state, IMAGES_SHOWN))
-        plotting.plot_images(
-            figures / "samples.png",
-            [("training data", train[:IMAGES_SHOWN]), ("model samples", samples)],
-            shape=(8, 8),
-            title=f"digits: data and model samples, epoch {shown}",
-        )
-        written.append(figures / "samples.png")
-    if dim == 1:
-        samples = transform(model.bijector, base_samples(model, state, 8192))
-        lo, hi = np.percentile(train, [0.5, 99.5])
-        xs = np.linspace(lo - 0.2 * (hi - lo), hi + 0.2 * (hi - lo), 400)[:, None]
-        lp = trainer.log_prob(model, xs.astype(train.dtype))
-        plotting.plot_histogram_1d(
-            figures / "histogram.png", train[:, 0], samples[:, 0], log_prob_grid=(xs[:, 0], lp)
-        )
-        written.append(figures / "histogram.png")
-    if dim != 2 or limits is None:
-        return written
-    snaps = run.load_snapshots(int(state.epoch))
-    grid_lines = base_grid()
-    snapshotter_base = base_samples(trainer.dist, state, SNAPSHOT_SAMPLES)
-    for name, snap in (
-        ("before", snaps[0] if snaps and snaps[0][0] == 0 else None),
-        ("after", next((sn for sn in snaps if sn[0] == shown), snaps[-1] if snaps else None)),
-    ):
-        if snap is None:
-            continue
-        epoch, samples, grid = snap
-        plotting.plot_flow_panels(
-            figures / f"{name}.png",
-            grid=grid_lines,
-            base_samples=snapshotter_base,
-            transformed_grid=grid,
-            transformed_samples=samples,
-            data=train,
-            limits=limits,
-            title=f"{name} — {'before training' if epoch == 0 else f'after epoch {epoch}'}",
-        )
-        written.append(figures / f"{name}.png")
-    if len(snaps) > 1:
-        plotting.animate_flow(
-            figures / "animation.gif",
-            [s for _, s, _ in snaps],
-            data=train,
-            limits=limits,
-            labels=[f"epoch {e}" for e, _, _ in snaps],
-        )
-        written.append(figures / "animation.gif")
-    points, shape = plotting.density_grid(limits, 150)
-    lp = trainer.log_prob(model, points.astype(train.dtype))
-    plotting.plot_density(
-        figures / "density.png",
-        lp.reshape(shape),
-        limits=limits,
-        title=f"model density after epoch {shown}",
-    )
-    written.append(figures / "density.png")
-    return written
-
-
-IMAGES_SHOWN = 32
-CONDITIONS_SHOWN = 4
-SAMPLES_SHOWN = 2000
-
-
-def _conditional_panels(name, model, state, train, train_context):
-    """(panels for `plot_conditional`, what the reference is): model samples at a few
-    conditions beside the exact posterior (built-in simulator) or beside the training
-    points whose conditions are nearest (a file: the 2% nearest, at least 200)."""
-    base = base_samples(model, state, SAMPLES_SHOWN)
-    if name in simulators.CONDITIONAL_DATASETS:
-        conditions = np.asarray(simulators.SHOWN_OBSERVATIONS, np.float32)
-        references = [simulators.posterior_sample(c, SAMPLES_SHOWN, seed=0) for c in conditions]
-        reference = "exact posterior"
-    else:
-        scale = train_context.std(axis=0)
-        unit = (train_context - train_context.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
-        order = np.argsort(unit[:, 0], kind="stable")  # spread along the first condition
-        quantiles = (np.arange(CONDITIONS_SHOWN) + 0.5) / CONDITIONS_SHOWN * len(order)
-        picks = order[quantiles.astype(int)]
-        conditions = train_context[picks]
-        near = max(200, len(train) // 50)
-        references = []
-        for c in unit[picks]:
-            distance = np.sum((unit - c) ** 2, axis=1)
-            references.append(train[np.argsort(distance, kind="stable")[:near]])
-        reference = f"{near} training points, nearest conditions"
-    panels = []
-    for condition, ref in zip(conditions, references, strict=True):
-        context = np.broadcast_to(condition, (len(base), len(condition))).astype(base.dtype)
-        samples = transform(model.bijector, base, context)
-        label = "condition (" + ", ".join(f"{v:.3g}" for v in condition) + ")"
-        panels.append((label, ref, samples))
-    return panels, reference
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -629,13 +483,9 @@ def cmd_density(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    run, cfg, trainer, state = _open_run(args.run)
+    run, cfg, _, _ = _open_run(args.run)
     _made_by_train(run, cfg, "plot")
-    source = _source(cfg)
-    assert source is not None  # made by `ffjord train`
-    train, _ = source.load()
-    written = draw_figures(run, cfg, trainer, state, as_training_array(train))
-    print(json.dumps({"figures": [str(p) for p in written]}))
+    print(json.dumps({"figures": [str(p) for p in plot_run(run.path)]}))
     return 0
 
 
