@@ -7,7 +7,7 @@ be compared field by field (``benchmarks/compare_tfp.py`` does that).
 * Training data: ``ffjord.datasets.sample_toy("moons", 8192, seed)``, i.e. exactly the points
   of ``make_moons(8192, noise=0.06, random_state=seed)`` (shuffled); batches of 256, Adam 1e-2.
 * Held-out data: ``make_moons(4096, noise=0.06, random_state=seed + 1)`` (the peer's).
-* Model: ``ffjord._settings.make_trainer`` with the ``TUTORIAL`` configuration
+* Model: ``ffjord._plan.RunPlan.trainer`` with the ``TUTORIAL`` configuration
   (4 FFJORD blocks of MLP(8, 3), exact trace, Dopri5 rtol 1e-3 atol 1e-5, base N(0, 0.8^2 I)).
 
 Run::
@@ -105,7 +105,7 @@ def main(argv=None):
     import equinox as eqx
 
     import ffjord
-    from ffjord import _settings, datasets
+    from ffjord import _plan, datasets
     from ffjord._source import DataSource
     from ffjord._trainer import Trainer, check_progress, transform
     from trace_counts import traces
@@ -115,14 +115,14 @@ def main(argv=None):
     t_imported = time.time()
 
     # --- Data and model (the tutorial's configuration) -------------------------------------
-    cfg = dict(_settings.TUTORIAL)
+    cfg = dict(_plan.TUTORIAL)
     cfg.update(epochs=args.epochs, seed=args.seed, solver=args.solver)
-    _settings.validate_options(cfg)
     source, train, _ = DataSource.open("moons", args.seed, 0)
     test = datasets.make_moons(4096, 0.06, args.seed + 1)  # = sklearn's make_moons
     test = test.astype(np.float32)
-    trainer = _settings.make_trainer(cfg, source, train)
-    state = trainer.init(_settings.train_key(cfg))
+    plan = _plan.RunPlan.from_settings(cfg)
+    trainer = plan.trainer(source, train)
+    state = trainer.init(plan.key)
     n_batches = train.shape[0] // trainer.batch_size
 
     # --- Compile the epoch function ahead of time (tracing and XLA compile timed apart) ----
@@ -224,7 +224,7 @@ def main(argv=None):
     first_step_est = None
     if compile_s is not None:
         first_step_est = t_compiled - t0 + first_epoch_exec_s / n_batches
-    scale = _settings.BASE_SCALE_TOY
+    scale = _plan.BASE_SCALE_TOY
     result = {
         "peer": "ffjord",
         "epochs": args.epochs,
@@ -279,7 +279,7 @@ def main(argv=None):
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "XLA_FLAGS") if k in os.environ},
         },
         "settings": {
-            "solver": f"diffrax.{_settings.SOLVERS[args.solver].__name__}() rtol 1e-3 atol 1e-5",
+            "solver": f"diffrax.{_plan.SOLVERS[args.solver].__name__}() rtol 1e-3 atol 1e-5",
             "trace": "ffjord.ExactTrace()",
             "optimizer": f"optax.adam({cfg['lr']})",
             "stacked_ffjords": cfg["blocks"],

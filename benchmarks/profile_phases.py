@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ffjord  # noqa: E402
-from ffjord._settings import TUTORIAL, make_trainer, train_key  # noqa: E402
+from ffjord._plan import TUTORIAL, RunPlan  # noqa: E402
 from ffjord._source import DataSource  # noqa: E402
 from ffjord._trainer import transform  # noqa: E402
 
@@ -95,8 +95,9 @@ def main() -> None:
     t = time.time()
     cfg = dict(TUTORIAL)
     source, train, test = DataSource.open(cfg["data"], cfg["seed"], 0)
-    trainer = make_trainer(cfg, source, train)
-    state = trainer.init(train_key(cfg))
+    plan = RunPlan.from_settings(cfg)
+    trainer = plan.trainer(source, train)
+    state = trainer.init(plan.key)
     batches, contexts = trainer._epoch_batches(state, train, None)
     n = batches.shape[0]
     prepared = trainer._prepare(state, batches, contexts, n)

@@ -50,16 +50,17 @@ def checkpoint_state(run_dir):
     """The whole checkpoint (optimiser state included) of a run made by `ffjord train`."""
     from pathlib import Path
 
+    from ffjord._plan import RunPlan
     from ffjord._run import RunDir
-    from ffjord._settings import flag_values, make_trainer, train_key
+    from ffjord._settings import flag_values
     from ffjord._source import DataSource
 
     run = RunDir(Path(run_dir))
     config = run.require()
     cfg, source = flag_values(config), DataSource.from_config(config["data"])
     train, _ = source.load()
-    trainer = make_trainer(cfg, source, train)
-    return run, run.load_checkpoint(trainer.init(train_key(cfg)))
+    plan = RunPlan.from_settings(cfg)
+    return run, run.load_checkpoint(plan.trainer(source, train).init(plan.key))
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from PIL import Image
 
 import ffjord
 from ffjord import datasets
-from ffjord._settings import build_model, new_settings
+from ffjord._plan import RunPlan
+from ffjord._settings import new_settings
 from ffjord.cli import main
 
 TINY = ["--blocks", "1", "--hidden", "8", "--batch-size", "512", "--quiet"]
@@ -102,7 +103,7 @@ def test_user_csv_is_standardised_and_nll_in_data_units(tmp_path, capsys):
 
 def test_standardisation_log_det_is_included(tmp_path):
     cfg, source, train, _ = new_settings({"blocks": 1, "data": str(_gauss_file(tmp_path))})
-    dist = build_model(cfg, source, train)
+    dist = RunPlan.from_settings(cfg).model.build(source, train, cfg["seed"])
     cfg["standardize"] = {
         "shift": dist.bijector.bijectors[1].shift,
         "scale": dist.bijector.bijectors[1].scale,

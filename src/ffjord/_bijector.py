@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._config import InitKeys, NotDescribed, floats, from_config, register
+from ._config import InitKeys, NotDescribed, config_of, floats, from_config, register
 
 
 class SolveStats(eqx.Module):
@@ -361,7 +361,7 @@ class Chain(AbstractBijector):
         self.bijectors = bijectors
 
     def to_config(self) -> dict:
-        return {"type": "Chain", "bijectors": [b.to_config() for b in self.bijectors]}
+        return {"type": "Chain", "bijectors": [config_of(b) for b in self.bijectors]}
 
     @classmethod
     def from_config(cls, config: dict, keys: InitKeys) -> "Chain":
@@ -614,7 +614,7 @@ class StandardizedContext(ContextMap):
     def to_config(self) -> dict:
         return {
             "type": "StandardizedContext",
-            "bijector": self.bijector.to_config(),
+            "bijector": config_of(self.bijector),
             "shift": floats(self.context_map.shift),
             "scale": floats(self.context_map.scale),
         }
@@ -673,7 +673,7 @@ class ProjectedContext(ContextMap):
     def to_config(self) -> dict:
         return {
             "type": "ProjectedContext",
-            "bijector": self.bijector.to_config(),
+            "bijector": config_of(self.bijector),
             "context_dim": self.context_dim,
             "features": self.features,
         }

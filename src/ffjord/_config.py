@@ -56,6 +56,14 @@ def from_config(family: str, config: dict[str, Any], keys: InitKeys) -> Any:
     return cls.from_config(config, keys)  # type: ignore[attr-defined]
 
 
+def config_of(part: Any) -> dict[str, Any]:
+    """`part.to_config()`, for a part whose own class declares `config_type`: a subclass
+    that does not declare one (it may change what the part computes) is `NotDescribed`."""
+    if "config_type" not in type(part).__dict__:
+        raise NotDescribed(type(part).__name__)
+    return part.to_config()
+
+
 def floats(array: Any) -> list[float]:
     """An array's values as a flat list of Python floats (JSON-ready)."""
     return [float(v) for v in np.asarray(array).ravel()]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optimistix as optx
 
 from ._bijector import AbstractBijector, SolveStats
-from ._config import InitKeys, NotDescribed
+from ._config import InitKeys, NotDescribed, config_of
 from ._trace import AbstractTrace, ExactTrace
 from ._vector_field import AbstractVectorField, CallableField
 
@@ -244,8 +244,8 @@ class FFJORD(AbstractBijector):
             raise NotDescribed(type(controller).__name__)
         config = {
             "type": "FFJORD",
-            "field": self.field.to_config(),
-            "trace": self.trace.to_config(),
+            "field": config_of(self.field),
+            "trace": config_of(self.trace),
             "solver": _name_in(SOLVERS, self.solver),
             "rtol": float(controller.rtol),
             "atol": float(controller.atol),

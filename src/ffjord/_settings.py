@@ -1,32 +1,26 @@
-"""The command line's settings, and their translation into the library's typed values.
-
-`ffjord train`'s options are flat (`--hidden`, `--lr`, ...): the tutorial's defaults, or
-for a data file those `data_defaults` chooses from its size and dimension. This module
-turns them into what the engine takes (a model description for `ffjord._spec.build`,
-`TrainingOptions`, an objective, a `WarmStart`) and reads them back from a run's
-`config.json` (`flag_values`), so that `--resume` can compare them.
+"""The command line's settings: flat (`--hidden`, `--lr`, ...), merged from the flags
+given, the tutorial's defaults and those chosen for the data (`ffjord._plan`), and read
+back from a run's `config.json` (`flag_values`) so that `--resume` can compare them.
+`flag` spells a library parameter as its flag, for messages.
 """
 
-import math
-from typing import Any, Literal, cast
+from typing import Any
 
-import jax
 import numpy as np
 
-from . import datasets
-from ._checks import fraction, non_negative_int, one_of, positive_int, positive_number
-from ._distributions import TransformedDistribution
 from ._errors import InputError
-from ._objectives import COUPLINGS, AbstractObjective, FlowMatching, MaximumLikelihood
-from ._options import TrainingOptions, WarmStart
+from ._options import TrainingOptions
+from ._plan import (
+    FLOW_MATCHING,
+    JVP_TRACE_UP_TO,
+    TUTORIAL,
+    ModelOptions,
+    _is_toy,
+    check_settings,
+    data_defaults,
+)
 from ._source import DataSource
-from ._spec import ADJOINTS, SOLVERS, build
-from ._train import fit_size
-from ._trainer import Trainer
-from ._vector_field import ACTIVATIONS
 
-TRACES = ("exact", "hutchinson")
-OBJECTIVES = ("likelihood", "flow-matching")
 FLAGS = {  # the library's parameter names as the command line spells them, for messages
     "learning_rate": "--lr",
     "lr": "--lr",
@@ -35,225 +29,15 @@ FLAGS = {  # the library's parameter names as the command line spells them, for 
     "data": "--data",
 }
 
-# The tutorial: moons, 4 blocks of MLP(8, 3), Dopri5 rtol 1e-3 atol 1e-5, Adam 1e-2, 40 epochs.
-TUTORIAL: dict[str, Any] = {
-    "data": "moons",
-    "epochs": 40,
-    "batch_size": 256,
-    "lr": 1e-2,
-    "schedule": "constant",
-    "weight_decay": 0.0,
-    "blocks": 4,
-    "hidden": 8,
-    "layers": 3,
-    "activation": "tanh",
-    "trace": "exact",
-    "solver": "dopri5",
-    "rtol": 1e-3,
-    "atol": 1e-5,
-    "max_steps": 1000,
-    "adjoint": "backprop",
-    "checkpoints": None,
-    "logit": 0.0,
-    "objective": "likelihood",
-    "warm_start": 0,
-    "coupling": "independent",
-    "kinetic": 0.0,
-    "jacobian_frobenius": 0.0,
-    "validation": 0.0,
-    "patience": None,
-    "test_every": 1,
-    "seed": 0,
-    "context_dims": 0,
-    "context_features": 0,
-}
-# Flow matching's defaults where the tutorial's do not suit it (measured on the toy
-# sets, docs/OBJECTIVES.md): one block (flow matching trains a single block) of a deeper,
-# wider SiLU field (depth mattered most: 4 hidden layers of 48 beat 3 of 64 or 128),
-# minibatch OT coupling (straighter paths: a better likelihood and fewer evaluations per
-# held-out solve), and small batches for many cheap steps per epoch.
-FLOW_MATCHING: dict[str, Any] = {
-    "blocks": 1,
-    "hidden": 48,
-    "layers": 5,
-    "activation": "silu",
-    "coupling": "ot",
-    "batch_size": 64,
-    "epochs": 40,
-    "lr": 1e-2,
-    "schedule": "cosine",
-}
 OBJECTIVE_OPTIONS = {
     "likelihood": ("kinetic", "jacobian_frobenius", "warm_start"),
     "flow-matching": ("coupling",),
 }
-BASE_SCALE_TOY = 0.8  # the tutorial's base N(0, 0.8^2 I)
-BASE_SCALE_FILE = 1.0  # user data is standardised, so a unit Gaussian fits it best
-PROJECTION_STREAM = 2  # `ProjectedContext`'s initial weight: fold_in(key(seed), 2)
 
 
 def flag(name: str) -> str:
     """How the command line spells the library's parameter `name` (`batch_size`: `--batch-size`)."""
     return FLAGS.get(name, "--" + name.replace("_", "-"))
-
-
-def validate_options(cfg: dict[str, Any]) -> None:
-    """One-line errors for settings that cannot work; messages name the parameters,
-    which the command line spells as its flags (`flag`)."""
-    for name in ("blocks", "hidden", "layers", "max_steps"):
-        positive_int(cfg[name], name)
-    for name in ("rtol", "atol"):
-        positive_number(cfg[name], name)
-    for name, choices in (
-        ("solver", SOLVERS),
-        ("trace", TRACES),
-        ("activation", ACTIVATIONS),
-        ("adjoint", ADJOINTS),
-        ("objective", OBJECTIVES),
-        ("coupling", COUPLINGS),
-    ):
-        one_of(cfg[name], name, choices)
-    training_options(cfg)
-    objective_of(cfg)
-    dims = non_negative_int(cfg["context_dims"], "context_dims")
-    features = non_negative_int(
-        cfg["context_features"], "context_features", "a non-negative integer (0: off)"
-    )
-    if features and not dims:
-        raise InputError(
-            "context_features applies to conditional data; give context_dims K as well",
-            parameters=("context_features", "context_dims"),
-        )
-    if features > dims:
-        raise InputError(
-            f"context_features {features} exceeds the {dims} condition columns "
-            f"(context_dims {dims})",
-            parameters=("context_features", "context_dims"),
-        )
-    seed = cfg["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-        raise InputError(
-            f"seed must be an integer in [0, 2^31), got {seed!r}", parameters=("seed",)
-        )
-    fraction(cfg["logit"], "logit", below=0.5, what="a number in [0, 0.5) (0: off)")
-    if cfg["checkpoints"] is not None:
-        positive_int(cfg["checkpoints"], "checkpoints")
-        if cfg["adjoint"] != "backprop":
-            raise InputError(
-                f"checkpoints applies to adjoint backprop, not {cfg['adjoint']} "
-                "(backsolve keeps no checkpoints)",
-                parameters=("checkpoints", "adjoint"),
-            )
-    warm = non_negative_int(cfg["warm_start"], "warm_start", "a non-negative integer (0: off)")
-    if cfg["objective"] == "flow-matching" and cfg["blocks"] != 1:
-        raise InputError(
-            f"flow matching trains a single FFJORD block, but blocks is {cfg['blocks']}; "
-            "use blocks 1",
-            parameters=("blocks",),
-        )
-    if warm and cfg["blocks"] != 1:
-        raise InputError(
-            f"warm_start trains by flow matching, which trains a single FFJORD block, but "
-            f"blocks is {cfg['blocks']}; use blocks 1",
-            parameters=("warm_start", "blocks"),
-        )
-
-
-def data_defaults(
-    n_train: int,
-    dim: int,
-    context_dims: int,
-    in_unit_cube: bool = False,
-    objective: str | None = None,
-) -> dict[str, Any]:
-    """The settings `ffjord train --data FILE` chooses for `n_train` rows of `dim` data
-    columns and `context_dims` condition columns (measured: docs/DEFAULTS.md), for
-    `objective` (by default chosen too).
-
-    Likelihood training of two blocks of a 3-layer SiLU MLP, the exact trace (the field's
-    closed form costs less than one Hutchinson probe at every dimension: docs/TRACE.md),
-    batches of 256 (fewer for small files), AdamW with cosine decay over about 2,500
-    steps, and early stopping: 10% of the rows choose the best epoch, patience 20 epochs.
-    Up to 16 data columns: 64 units, learning rate 5e-3, weight decay 0.1; beyond: 128
-    units, learning rate 1e-2, weight decay 1.0 (measured on 64-D digits). Data whose
-    values all lie in [0, 1] (`in_unit_cube`: pixels, proportions) are modelled in logit
-    space (`UnitInterval` with alpha 0.01).
-
-    Conditional data of 3 to 16 columns with few conditions: one block, warmed up by
-    flow matching (about 25,000 steps of 64 rows at learning rate 3e-3, `--warm-start`),
-    then about 1,250 steps of likelihood training at 2e-3: flow matching places the
-    posterior's modes cheaply and likelihood training sharpens them.
-
-    Many conditions (more than 32 columns, and more than twice the data's): the fields
-    see 32 learned linear combinations of them (`ProjectedContext`), trained by flow
-    matching (flow matching's field, learning rate 3e-3, about 25,000 steps of 64 rows,
-    the held-out NLL after the last epoch only): likelihood training overfits such
-    conditions, and its solves cost 10-20x more per step.
-
-    Example:
-        >>> data_defaults(9000, 2, 2)["warm_start"]  # 2-D: two blocks, likelihood only
-        0
-        >>> warmed = data_defaults(9000, 5, 8)
-        >>> warmed["blocks"], warmed["warm_start"], warmed["epochs"]
-        (1, 199, 41)
-        >>> chosen = data_defaults(9000, 10, 100)
-        >>> chosen["objective"], chosen["context_features"]
-        ('flow-matching', 32)
-    """
-    validation = 0.1
-    fitted = fit_size(n_train, validation)
-    batch_size = 256 if fitted >= 4096 else max(16, 2 ** int(math.log2(max(fitted // 16, 1))))
-    many = context_dims > MANY_CONDITIONS and context_dims > 2 * dim
-    objective = objective or ("flow-matching" if many else "likelihood")
-    chosen = {
-        "objective": objective,
-        "blocks": 2,
-        "hidden": 64 if dim <= WIDE_ABOVE else 128,
-        "layers": 3,
-        "activation": "silu",
-        "trace": "exact",
-        "batch_size": batch_size,
-        "epochs": _epochs_for(DEFAULT_STEPS, fitted, batch_size),
-        "lr": 5e-3 if dim <= WIDE_ABOVE else 1e-2,
-        "schedule": "cosine",
-        "weight_decay": 0.1 if dim <= WIDE_ABOVE else 1.0,
-        "validation": validation,
-        "patience": 20,
-        "logit": LOGIT_ALPHA if in_unit_cube else 0.0,
-        "context_features": CONTEXT_FEATURES if many else 0,
-        "warm_start": 0,
-    }
-    if objective == "likelihood" and context_dims and not many and 2 < dim <= WIDE_ABOVE:
-        chosen.update(
-            blocks=1,
-            warm_start=_epochs_for(FLOW_MATCHING_STEPS, fitted, FLOW_MATCHING["batch_size"]),
-            epochs=_epochs_for(WARM_STARTED_STEPS, fitted, batch_size),
-            lr=2e-3,
-        )
-    if objective == "flow-matching":
-        chosen.update(FLOW_MATCHING, coupling=coupling_for(context_dims))
-        if many:
-            batch = FLOW_MATCHING["batch_size"]
-            epochs = _epochs_for(FLOW_MATCHING_STEPS, fitted, batch)
-            chosen.update(lr=3e-3, epochs=epochs, test_every=epochs)
-    return chosen
-
-
-def _epochs_for(steps: int, fitted: int, batch_size: int) -> int:
-    """Epochs of about `steps` optimiser steps (20 to 400)."""
-    steps_per_epoch = max(fitted // batch_size, 1)
-    return min(max(math.ceil(steps / steps_per_epoch), 20), 400)
-
-
-LOGIT_ALPHA = 0.01  # data in [0, 1]: modelled as logit(alpha + (1 - 2 alpha) x)
-DEFAULT_STEPS = 2500  # optimiser steps `data_defaults` plans for (early stopping may end sooner)
-WIDE_ABOVE = 16  # data columns beyond which the field is wider and more regularised
-MANY_CONDITIONS = 32  # condition columns beyond which (and beyond 2 d) they are projected
-CONTEXT_FEATURES = 32  # the learned linear features of many conditions (`ProjectedContext`)
-FLOW_MATCHING_STEPS = 25_000  # flow matching's steps on conditional data (200 epochs of 9k)
-WARM_START_LR = 3e-3  # flow matching's learning rate before likelihood training
-WARM_STARTED_STEPS = 1250  # likelihood training's steps after a warm start (40 epochs of 9k)
-JVP_TRACE_UP_TO = 16  # a field without a closed-form trace (> 3 layers): exact up to this d
 
 
 def new_settings(
@@ -277,7 +61,7 @@ def new_settings(
         )
     cfg = {**TUTORIAL, "data": "moons"}
     cfg.update({k: v for k, v in given.items() if k in ("data", "seed", "context_dims")})
-    validate_options(cfg)
+    check_settings(cfg)
     source, train, test = DataSource.open(cfg["data"], cfg["seed"], cfg["context_dims"])
     cfg.update(data=source.name, context_dims=source.context_dims)
     chosen: dict[str, Any] = {}
@@ -307,7 +91,7 @@ def new_settings(
     if chosen and "trace" not in given and cfg["layers"] > 3 and source.dim > JVP_TRACE_UP_TO:
         chosen["trace"] = cfg["trace"] = "hutchinson"  # no closed form: exact costs d JVPs
     cfg["chosen_for_data"] = sorted(k for k, v in chosen.items() if cfg[k] == v and k not in given)
-    validate_options(cfg)
+    check_settings(cfg)
     if cfg["logit"] and not source.in_unit_cube:
         span = source.value_range
         reach = f" (they span {span[0]:.4g}..{span[1]:.4g})" if span else ""
@@ -319,190 +103,29 @@ def new_settings(
     return cfg, source, train, test
 
 
-def _is_toy(source: DataSource) -> bool:
-    return source.name in datasets.TOY_DATASETS
-
-
-def make_warm_start(cfg: dict[str, Any]) -> WarmStart | None:
-    """The flow-matching stage before likelihood training (`warm_start` epochs; None when
-    0): flow matching's batches of 64 at learning rate `WARM_START_LR`, decaying like the
-    run's, independent coupling for conditional data."""
-    if not cfg["warm_start"]:
-        return None
-    options = training_options(cfg).replace(
-        epochs=cfg["warm_start"],
-        learning_rate=WARM_START_LR,
-        batch_size=min(FLOW_MATCHING["batch_size"], cfg["batch_size"]),
-        test_every=1,
-    )
-    return WarmStart(FlowMatching(coupling=coupling_for(cfg["context_dims"])), options)
-
-
-def coupling_for(context_dims: int) -> Literal["independent", "ot"]:
-    """Flow matching's coupling by default: OT pairing, but independent for conditional
-    data (OT pairs base and data points regardless of their conditions)."""
-    return "independent" if context_dims else cast(Literal["ot"], FLOW_MATCHING["coupling"])
-
-
-def objective_of(cfg: dict[str, Any]) -> AbstractObjective:
-    """The objective the settings name."""
-    if cfg["objective"] == "flow-matching":
-        return FlowMatching(coupling=cfg["coupling"])
-    return MaximumLikelihood(kinetic=cfg["kinetic"], jacobian_frobenius=cfg["jacobian_frobenius"])
-
-
-def training_options(cfg: dict[str, Any], devices: Any = None) -> TrainingOptions:
-    """The engine's options the settings give."""
-    return TrainingOptions.from_settings(cfg, devices)
-
-
-def logits(points: np.ndarray, alpha: float) -> np.ndarray:
-    """`UnitInterval`'s inverse map: ``logit(alpha + (1 - 2 alpha) x)``, in float64."""
-    u = alpha + (1 - 2 * alpha) * np.asarray(points, np.float64)
-    return np.log(u) - np.log1p(-u)
-
-
-def _standardisation(columns: np.ndarray) -> tuple[list[float], list[float]]:
-    std = columns.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    return [float(v) for v in columns.mean(axis=0)], [float(v) for v in std]
-
-
-def model_description(cfg: dict[str, Any], source: DataSource, train: np.ndarray) -> dict:
-    """The description (`ffjord._spec`) of the flow the settings give for `source`, whose
-    training rows `train` fix the standardisations: each block an MLP field in an FFJORD
-    solve; then, for data other than the built-in 2-D sets, a fixed `Affine` map that
-    undoes the standardisation (of the logits, with `logit`), a `UnitInterval` map
-    (`logit`), learned features of the conditions (`context_features`) and their
-    standardisation."""
-    dim = source.dim
-    points, context = source.split(train)
-    features = cfg["context_features"]
-    trace = {"type": "exact"}
-    if cfg["trace"] == "hutchinson":
-        trace = {"type": "hutchinson", "num_samples": 1, "noise": "rademacher"}
-    block = {
-        "type": "FFJORD",
-        "field": {
-            "type": "MLPField",
-            "dim": dim,
-            "hidden": cfg["hidden"],
-            "layers": cfg["layers"],
-            "context_dim": features or cfg["context_dims"],
-            "activation": cfg["activation"],
-        },
-        "trace": trace,
-        "solver": cfg["solver"],
-        "rtol": float(cfg["rtol"]),
-        "atol": float(cfg["atol"]),
-        "t0": 0.0,
-        "t1": 1.0,
-        "dt0": None,
-        "max_steps": cfg["max_steps"],
-        "adjoint": cfg["adjoint"],
-        "per_point": False,
-    }
-    if cfg["checkpoints"] is not None:
-        block["checkpoints"] = cfg["checkpoints"]
-    bijector: dict[str, Any] = {"type": "Chain", "bijectors": [block] * cfg["blocks"]}
-    base_scale = BASE_SCALE_TOY
-    if not _is_toy(source):
-        base_scale = BASE_SCALE_FILE  # standardised data: a unit Gaussian fits them best
-        alpha = cfg["logit"]
-        shift, scale = _standardisation(logits(points, alpha) if alpha else points)
-        affine = {"type": "Affine", "shift": shift, "scale": scale}
-        bijector = {"type": "Chain", "bijectors": [bijector, affine]}
-        if alpha:
-            unit = {"type": "UnitInterval", "dim": dim, "alpha": alpha}
-            bijector = {"type": "Chain", "bijectors": [bijector, unit]}
-    if features:
-        bijector = {
-            "type": "ProjectedContext",
-            "bijector": bijector,
-            "context_dim": cfg["context_dims"],
-            "features": features,
-        }
-    if context is not None:
-        shift, scale = _standardisation(context)
-        bijector = {"type": "StandardizedContext", "bijector": bijector, "shift": shift,
-                    "scale": scale}  # fmt: skip
-    base = {"loc": [0.0] * dim, "scale_diag": [float(base_scale)] * dim}
-    return {"base": base, "bijector": bijector}
-
-
-def build_model(cfg: dict[str, Any], source: DataSource, train: np.ndarray):
-    """The flow of the settings, its arrays initialised from `seed` (`ffjord._spec.build`)."""
-    description = model_description(cfg, source, train)
-    model: TransformedDistribution = build(description, jax.random.key(cfg["seed"]))
-    return model
-
-
-def make_trainer(cfg: dict[str, Any], source: DataSource, train: np.ndarray) -> Trainer:
-    """A `Trainer` of the settings' model, objective and optimiser (no run directory),
-    for tools that drive epochs themselves (benchmarks, tests)."""
-    steps_per_epoch = max(fit_size(len(train), cfg["validation"]) // cfg["batch_size"], 1)
-    return Trainer(
-        build_model(cfg, source, train),
-        objective=objective_of(cfg),
-        batch_size=cfg["batch_size"],
-        optimizer=training_options(cfg).make_optimizer(steps_per_epoch),
-    )
-
-
-def train_key(cfg: dict[str, Any]) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(cfg["seed"]), 1)
-
-
 def flag_values(config: dict[str, Any]) -> dict[str, Any]:
     """The settings (`TUTORIAL`'s keys) of a run made by `ffjord train`, read back from
     its `config.json`: what `--resume` compares the options it is given with."""
-    training, objective = config["training"], config["objective"]
-    blocks: list[dict] = []
-    logit, features = 0.0, 0
-
-    def walk(node: dict) -> None:
-        nonlocal logit, features
-        if node["type"] == "FFJORD":
-            blocks.append(node)
-        elif node["type"] == "UnitInterval":
-            logit = node["alpha"]
-        elif node["type"] == "ProjectedContext":
-            features = node["features"]
-        for inner in node.get("bijectors", []) + ([node["bijector"]] if "bijector" in node else []):
-            walk(inner)
-
-    walk(config["model"]["bijector"])
-    block, warm = blocks[0], config.get("warm_start")
-    data = config["data"]
+    training = TrainingOptions.from_config(config["training"])
+    objective, warm, data = config["objective"], config.get("warm_start"), config["data"]
+    model = ModelOptions.from_description(config["model"])
     return {
+        **{name: getattr(model, name) for name in ModelOptions.__dataclass_fields__},
         "data": data["name"],
-        "epochs": training["epochs"],
-        "batch_size": training["batch_size"],
-        "lr": training["learning_rate"],
-        "schedule": training["schedule"],
-        "weight_decay": training["weight_decay"],
-        "blocks": len(blocks),
-        "hidden": block["field"]["hidden"],
-        "layers": block["field"]["layers"],
-        "activation": block["field"]["activation"],
-        "trace": block["trace"]["type"],
-        "solver": block["solver"],
-        "rtol": block["rtol"],
-        "atol": block["atol"],
-        "max_steps": block["max_steps"],
-        "adjoint": block["adjoint"],
-        "checkpoints": block.get("checkpoints"),
-        "logit": logit,
+        "epochs": training.epochs,
+        "batch_size": training.batch_size,
+        "lr": training.learning_rate,
+        "schedule": training.schedule,
+        "weight_decay": training.weight_decay,
+        "validation": training.validation,
+        "patience": training.patience,
+        "test_every": training.test_every,
         "objective": objective["name"],
         "warm_start": 0 if warm is None else warm["training"]["epochs"],
         "coupling": objective.get("coupling", TUTORIAL["coupling"]),
         "kinetic": objective.get("kinetic", 0.0),
         "jacobian_frobenius": objective.get("jacobian_frobenius", 0.0),
-        "validation": training["validation"],
-        "patience": training["patience"],
-        "test_every": training.get("test_every", 1),
         "seed": data["seed"],
         "context_dims": data.get("context_dims", 0),
-        "context_features": features,
         "chosen_for_data": config.get("chosen_for_data", []),
     }

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ._bijector import AbstractBijector
-from ._config import InitKeys, NotDescribed, floats
+from ._config import InitKeys, NotDescribed, config_of, floats
 from ._distributions import MultivariateNormalDiag, TransformedDistribution
 from ._errors import InputError
 from ._ffjord import ADJOINTS as ADJOINTS
@@ -39,7 +39,7 @@ def describe(dist: TransformedDistribution) -> dict[str, Any] | None:
     if type(dist.base) is not MultivariateNormalDiag:
         return None
     try:
-        bijector = dist.bijector.to_config()
+        bijector = config_of(dist.bijector)
     except NotDescribed:
         return None
     base = {"loc": floats(dist.base.loc), "scale_diag": floats(dist.base.scale_diag)}

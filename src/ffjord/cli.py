@@ -22,25 +22,10 @@ from ._distributed import stop_all
 from ._errors import InputError
 from ._io import atomic_write
 from ._options import SCHEDULES, WARM_START_DIR
+from ._plan import ADJOINTS, COUPLINGS, OBJECTIVES, SOLVERS, TRACES, TUTORIAL, RunPlan
 from ._run import RunDir, open_run
 from ._sampling import OutsideBox, sample_within
-from ._settings import (
-    ADJOINTS,
-    COUPLINGS,
-    OBJECTIVES,
-    SOLVERS,
-    TRACES,
-    TUTORIAL,
-    build_model,
-    flag,
-    flag_values,
-    make_warm_start,
-    new_settings,
-    objective_of,
-    train_key,
-    training_options,
-    validate_options,
-)
+from ._settings import flag, flag_values, new_settings
 from ._source import DataSource
 from ._train import Points, RunTarget, run_training
 from ._trainer import Trainer, TrainingDiverged, TrainState
@@ -48,10 +33,64 @@ from ._vector_field import ACTIVATIONS
 from ._version import __version__
 from .figures import plot_run
 
-Limits = tuple[float, float, float, float]
-
 OPTION_NAMES = list(TUTORIAL)
-DEFAULTS_NOTE = "default: the tutorial's; chosen from the data for a file"
+
+
+# `ffjord train`'s options: (type or choices, help[, metavar]); defaults are the tutorial's,
+# or chosen from the data for a file (`ffjord._plan`), so none is set here.
+TRAIN_OPTIONS: dict[str, tuple] = {
+    "data": (str, "moons (default), circles, 8gaussians, pinwheel, 2spirals, checkerboard, "
+             "rings, digits (8x8 images, 64-D), arcs (a simulator: parameters given "
+             "observations), or FILE.npy / FILE.csv (with no other option, the settings are "
+             "chosen from the file's size and dimension)"),
+    "context_dims": (int, "the last K columns of the data file are conditions: learn "
+                     "p(data | condition)", "K"),
+    "context_features": (int, "the fields see R learned linear combinations of the K "
+                         "conditions (0: all K as they are; chosen for many conditions, see "
+                         "docs/DEFAULTS.md)", "R"),
+    "epochs": (int, "passes over the data (default 40)"),
+    "batch_size": (int, "default 256"),
+    "lr": (float, "Adam learning rate (default 1e-2)"),
+    "schedule": (SCHEDULES, "learning rate: constant (default) or cosine decay to 5%% over "
+                 "the run"),
+    "weight_decay": (float, "decoupled weight decay (AdamW), relative to the learning rate "
+                     "(default 0)"),
+    "blocks": (int, "stacked FFJORD blocks (default 4)"),
+    "hidden": (int, "hidden units per layer (default 8)"),
+    "layers": (int, "layers of each MLP (default 3)"),
+    "activation": (tuple(ACTIVATIONS), "of the MLP: tanh (default), silu, softplus"),
+    "trace": (TRACES, "exact (default) or hutchinson"),
+    "solver": (tuple(SOLVERS), "diffrax solver (default dopri5)"),
+    "rtol": (float, "relative tolerance (default 1e-3)"),
+    "atol": (float, "absolute tolerance (default 1e-5)"),
+    "max_steps": (int, "per solve (default 1000)"),
+    "objective": (OBJECTIVES, "likelihood (default) or flow-matching (its own defaults: one "
+                  "wide block; see README)"),
+    "warm_start": (int, "likelihood: N epochs of flow matching first, then likelihood "
+                   "training from there (0: none; needs --blocks 1; chosen for conditional "
+                   "data, see docs/DEFAULTS.md)", "N"),
+    "coupling": (COUPLINGS, "flow matching: ot (default) or independent"),
+    "kinetic": (float, "likelihood: RNODE kinetic weight (0)"),
+    "jacobian_frobenius": (float, "likelihood: RNODE Jacobian-Frobenius weight (0)"),
+    "validation": (float, "fraction of the training data held out to keep the best epoch "
+                   "(0: none)"),
+    "patience": (int, "stop after N epochs without a better validation loss (the NLL; flow "
+                 "matching: its own loss)", "N"),
+    "test_every": (int, "measure the held-out NLL every K epochs and after the last "
+                   "(default 1)", "K"),
+    "adjoint": (tuple(ADJOINTS), "gradients: backprop (default) or backsolve"),
+    "logit": (float, "model data in [0, 1] in logit space, logit(ALPHA + (1 - 2 ALPHA) x) "
+              "(chosen: 0.01 for a file whose values all lie in [0, 1]; 0: off)", "ALPHA"),
+    "checkpoints": (int, "backprop: keep N states of each solve and recompute the rest "
+                    "(memory O(N) instead of O(max-steps))", "N"),
+    "devices": (int, "split every batch over the first N of JAX's devices (data parallel; "
+                "default 1; a resumed run may use another number)", "N"),
+    "coordinator": (str, "train with several processes (one per host): process 0's "
+                    "address, the same for every process", "HOST:PORT"),
+    "num_processes": (int, "how many processes train", "P"),
+    "process_id": (int, "this process' number, 0..P-1", "I"),
+    "seed": (int, "seed of data, initialisation and shuffles (0)"),
+}  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,119 +106,10 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a flow (no options: the TFP tutorial)")
     t.add_argument("--out", required=True, help="run directory to create (or --resume)")
-    t.add_argument(
-        "--data",
-        help="moons (default), circles, 8gaussians, pinwheel, 2spirals, checkerboard, rings, "
-        "digits (8x8 images, 64-D), arcs (a simulator: parameters given observations), or "
-        "FILE.npy / FILE.csv (with no other option, the settings are chosen from the file's "
-        "size and dimension)",
-    )
-    t.add_argument(
-        "--context-dims",
-        dest="context_dims",
-        type=int,
-        help="the last K columns of the data file are conditions: learn p(data | condition)",
-    )
-    t.add_argument(
-        "--context-features",
-        dest="context_features",
-        type=int,
-        help="the fields see R learned linear combinations of the K conditions (0: all K "
-        "as they are; chosen for many conditions, see docs/DEFAULTS.md)",
-    )
-    t.add_argument("--epochs", type=int, help="passes over the data (default 40)")
-    t.add_argument("--batch-size", dest="batch_size", type=int, help="default 256")
-    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-2)")
-    t.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        help="learning rate: constant (default) or cosine decay to 5%% over the run",
-    )
-    t.add_argument(
-        "--weight-decay",
-        type=float,
-        help="decoupled weight decay (AdamW), relative to the learning rate (default 0)",
-    )
-    t.add_argument("--blocks", type=int, help="stacked FFJORD blocks (default 4)")
-    t.add_argument("--hidden", type=int, help="hidden units per layer (default 8)")
-    t.add_argument("--layers", type=int, help="layers of each MLP (default 3)")
-    t.add_argument(
-        "--activation", choices=ACTIVATIONS, help="of the MLP: tanh (default), silu, softplus"
-    )
-    t.add_argument("--trace", choices=TRACES, help="exact (default) or hutchinson")
-    t.add_argument("--solver", choices=list(SOLVERS), help="diffrax solver (default dopri5)")
-    t.add_argument("--rtol", type=float, help="relative tolerance (default 1e-3)")
-    t.add_argument("--atol", type=float, help="absolute tolerance (default 1e-5)")
-    t.add_argument("--max-steps", dest="max_steps", type=int, help="per solve (default 1000)")
-    t.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        help="likelihood (default) or flow-matching (its own defaults: one wide block; see README)",
-    )
-    t.add_argument(
-        "--warm-start",
-        dest="warm_start",
-        type=int,
-        help="likelihood: N epochs of flow matching first, then likelihood training from "
-        "there (0: none; needs --blocks 1; chosen for conditional data, see docs/DEFAULTS.md)",
-    )
-    t.add_argument(
-        "--coupling", choices=COUPLINGS, help="flow matching: ot (default) or independent"
-    )
-    t.add_argument("--kinetic", type=float, help="likelihood: RNODE kinetic weight (0)")
-    t.add_argument(
-        "--jacobian-frobenius",
-        dest="jacobian_frobenius",
-        type=float,
-        help="likelihood: RNODE Jacobian-Frobenius weight (0)",
-    )
-    t.add_argument(
-        "--validation",
-        type=float,
-        help="fraction of the training data held out to keep the best epoch (0: none)",
-    )
-    t.add_argument(
-        "--patience",
-        type=int,
-        help="stop after N epochs without a better validation loss (the NLL; flow matching: "
-        "its own loss)",
-    )
-    t.add_argument(
-        "--test-every",
-        dest="test_every",
-        type=int,
-        metavar="K",
-        help="measure the held-out NLL every K epochs and after the last (default 1)",
-    )
-    t.add_argument("--adjoint", choices=ADJOINTS, help="gradients: backprop (default) or backsolve")
-    t.add_argument(
-        "--logit",
-        type=float,
-        metavar="ALPHA",
-        help="model data in [0, 1] in logit space, logit(ALPHA + (1 - 2 ALPHA) x) (chosen: "
-        "0.01 for a file whose values all lie in [0, 1]; 0: off)",
-    )
-    t.add_argument(
-        "--checkpoints",
-        type=int,
-        help="backprop: keep N states of each solve and recompute the rest (memory O(N) "
-        "instead of O(max-steps))",
-    )
-    t.add_argument(
-        "--devices",
-        type=int,
-        help="split every batch over the first N of JAX's devices (data parallel; default 1; "
-        "a resumed run may use another number)",
-    )
-    t.add_argument(
-        "--coordinator",
-        metavar="HOST:PORT",
-        help="train with several processes (one per host): process 0's address, the same "
-        "for every process",
-    )
-    t.add_argument("--num-processes", type=int, metavar="P", help="how many processes train")
-    t.add_argument("--process-id", type=int, metavar="I", help="this process' number, 0..P-1")
-    t.add_argument("--seed", type=int, help="seed of data, initialisation and shuffles (0)")
+    for name, (kind, text, *metavar) in TRAIN_OPTIONS.items():
+        choices, kind = (kind, str) if isinstance(kind, tuple) else (None, kind)
+        t.add_argument(flag(name), dest=name, type=kind, choices=choices, help=text,
+                       metavar=metavar[0] if metavar else None)  # fmt: skip
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -246,7 +176,7 @@ def _open_run(path: str) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
     cfg = run.require()
     if cfg.get("made_by") == "ffjord train":  # its settings checked before its model is built
         try:
-            validate_options(flag_values(cfg))
+            RunPlan.from_settings(flag_values(cfg))
             DataSource.from_config(cfg["data"])
         except (KeyError, TypeError, IndexError) as err:
             raise InputError(f"{run.config} is incomplete or corrupt ({err})") from None
@@ -319,7 +249,7 @@ def _resume_settings(run: RunDir, args: argparse.Namespace):
             )
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
-    validate_options(cfg)  # written by the engine once the checkpoint has loaded
+    RunPlan.from_settings(cfg)  # checked; written by the engine once the checkpoint loads
     source = _source(config)
     assert source is not None
     return (cfg, source, *source.load())
@@ -334,17 +264,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         given = {name: getattr(args, name, None) for name in OPTION_NAMES}
         cfg, source, train, test = new_settings({k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
-    dist = build_model(cfg, source, train)
+    plan = RunPlan.from_settings(cfg, devices=args.devices)
+    dist = plan.model.build(source, train, plan.seed)
     train, test = as_training_array(train), as_training_array(test)
     try:
         result = run_training(
-            train_key(cfg),
+            plan.key,
             dist,
             Points(*source.split(train)),
             test=Points(*source.split(test)),
-            objective=objective_of(cfg),
-            options=training_options(cfg, devices=args.devices),
-            warm_start=make_warm_start(cfg),
+            objective=plan.objective,
+            options=plan.training,
+            warm_start=plan.warm_start,
             run=RunTarget(run.path, args.resume, source, tuple(cfg["chosen_for_data"])),
             show_progress=not args.quiet,
         )

@@ -1,0 +1,486 @@
+"""What a run trains, as typed values: the model (`ModelOptions`), and the settings the
+plain command chooses from the data (`data_defaults`), shared by the command line and
+the Python entry points.
+
+`ffjord train`'s options are flat (`blocks`, `lr`, ...): the tutorial's defaults
+(`TUTORIAL`), or for a data file those `data_defaults` chooses from its size and
+dimension. `RunPlan.from_settings` turns them into one typed description of a run:
+`ModelOptions` (which `build` turns into a model), `TrainingOptions`, an objective and
+an optional `WarmStart`, each validated when made, with messages that name the
+parameter.
+
+Example:
+    >>> plan = RunPlan.from_settings(TUTORIAL)
+    >>> plan.model.blocks, plan.training.epochs, type(plan.objective).__name__
+    (4, 40, 'MaximumLikelihood')
+"""
+
+import dataclasses
+import math
+from typing import Any, Literal, cast
+
+import jax
+import numpy as np
+
+from . import datasets
+from ._checks import fraction, non_negative_int, one_of, positive_int, positive_number
+from ._distributions import TransformedDistribution
+from ._errors import InputError
+from ._objectives import COUPLINGS, AbstractObjective, FlowMatching, MaximumLikelihood
+from ._options import TrainingOptions, WarmStart
+from ._source import DataSource
+from ._spec import ADJOINTS, SOLVERS, build
+from ._train import fit_size
+from ._trainer import Trainer
+from ._vector_field import ACTIVATIONS
+
+TRACES = ("exact", "hutchinson")
+OBJECTIVES = ("likelihood", "flow-matching")
+
+# The tutorial: moons, 4 blocks of MLP(8, 3), Dopri5 rtol 1e-3 atol 1e-5, Adam 1e-2, 40 epochs.
+TUTORIAL: dict[str, Any] = {
+    "data": "moons",
+    "epochs": 40,
+    "batch_size": 256,
+    "lr": 1e-2,
+    "schedule": "constant",
+    "weight_decay": 0.0,
+    "blocks": 4,
+    "hidden": 8,
+    "layers": 3,
+    "activation": "tanh",
+    "trace": "exact",
+    "solver": "dopri5",
+    "rtol": 1e-3,
+    "atol": 1e-5,
+    "max_steps": 1000,
+    "adjoint": "backprop",
+    "checkpoints": None,
+    "logit": 0.0,
+    "objective": "likelihood",
+    "warm_start": 0,
+    "coupling": "independent",
+    "kinetic": 0.0,
+    "jacobian_frobenius": 0.0,
+    "validation": 0.0,
+    "patience": None,
+    "test_every": 1,
+    "seed": 0,
+    "context_dims": 0,
+    "context_features": 0,
+}
+# Flow matching's defaults where the tutorial's do not suit it (measured on the toy
+# sets, docs/OBJECTIVES.md): one block (flow matching trains a single block) of a deeper,
+# wider SiLU field (depth mattered most: 4 hidden layers of 48 beat 3 of 64 or 128),
+# minibatch OT coupling (straighter paths: a better likelihood and fewer evaluations per
+# held-out solve), and small batches for many cheap steps per epoch.
+FLOW_MATCHING: dict[str, Any] = {
+    "blocks": 1,
+    "hidden": 48,
+    "layers": 5,
+    "activation": "silu",
+    "coupling": "ot",
+    "batch_size": 64,
+    "epochs": 40,
+    "lr": 1e-2,
+    "schedule": "cosine",
+}
+BASE_SCALE_TOY = 0.8  # the tutorial's base N(0, 0.8^2 I)
+BASE_SCALE_FILE = 1.0  # user data is standardised, so a unit Gaussian fits it best
+PROJECTION_STREAM = 2  # `ProjectedContext`'s initial weight: fold_in(key(seed), 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """The flow a run trains: `blocks` FFJORD blocks, each an MLP field (`hidden` units,
+    `layers` layers, `activation`) solved by `solver` within `rtol` / `atol` in at most
+    `max_steps` steps, with the `trace` of its Jacobian exact or estimated, gradients by
+    `adjoint` (`checkpoints`: states backpropagation keeps); `logit` > 0 models data in
+    [0, 1] in logit space; `context_features` > 0 gives the fields that many learned
+    linear features of the conditions. Checked when made; messages name the parameter.
+
+    Example:
+        >>> ModelOptions(blocks=2, hidden=64).layers
+        3
+        >>> ModelOptions(solver="euler")
+        Traceback (most recent call last):
+        ...
+        ffjord._errors.InputError: unknown solver 'euler'; choose one of: dopri5, tsit5, ...
+    """
+
+    blocks: int = 4
+    hidden: int = 8
+    layers: int = 3
+    activation: str = "tanh"
+    trace: str = "exact"
+    solver: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-5
+    max_steps: int = 1000
+    adjoint: str = "backprop"
+    checkpoints: int | None = None
+    logit: float = 0.0
+    context_features: int = 0
+
+    def __post_init__(self):
+        for name in ("blocks", "hidden", "layers", "max_steps"):
+            positive_int(getattr(self, name), name)
+        for name in ("rtol", "atol"):
+            positive_number(getattr(self, name), name)
+        for name, choices in (
+            ("solver", SOLVERS),
+            ("trace", TRACES),
+            ("activation", ACTIVATIONS),
+            ("adjoint", ADJOINTS),
+        ):
+            one_of(getattr(self, name), name, choices)
+        non_negative_int(
+            self.context_features, "context_features", "a non-negative integer (0: off)"
+        )
+        fraction(self.logit, "logit", below=0.5, what="a number in [0, 0.5) (0: off)")
+        if self.checkpoints is not None:
+            positive_int(self.checkpoints, "checkpoints")
+            if self.adjoint != "backprop":
+                raise InputError(
+                    f"checkpoints applies to adjoint backprop, not {self.adjoint} "
+                    "(backsolve keeps no checkpoints)",
+                    parameters=("checkpoints", "adjoint"),
+                )
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> "ModelOptions":
+        """The model options among flat settings (`TUTORIAL`'s keys)."""
+        return cls(**{f.name: settings[f.name] for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any]) -> "ModelOptions":
+        """The options a model description (`description`, `config.json`'s `model`) was
+        made from."""
+        blocks: list[dict] = []
+        found: dict[str, Any] = {}
+
+        def walk(node: dict) -> None:
+            if node["type"] == "FFJORD":
+                blocks.append(node)
+            elif node["type"] == "UnitInterval":
+                found["logit"] = node["alpha"]
+            elif node["type"] == "ProjectedContext":
+                found["context_features"] = node["features"]
+            inner = node.get("bijectors", []) + ([node["bijector"]] if "bijector" in node else [])
+            for part in inner:
+                walk(part)
+
+        walk(description["bijector"])
+        block, field = blocks[0], blocks[0]["field"]
+        return cls(
+            blocks=len(blocks),
+            hidden=field["hidden"],
+            layers=field["layers"],
+            activation=field["activation"],
+            trace=block["trace"]["type"],
+            solver=block["solver"],
+            rtol=block["rtol"],
+            atol=block["atol"],
+            max_steps=block["max_steps"],
+            adjoint=block["adjoint"],
+            checkpoints=block.get("checkpoints"),
+            **found,
+        )
+
+    def description(self, source: DataSource, train: np.ndarray) -> dict:
+        """The description (`ffjord._spec`) of the flow the settings give for `source`, whose
+        training rows `train` fix the standardisations: each block an MLP field in an FFJORD
+        solve; then, for data other than the built-in 2-D sets, a fixed `Affine` map that
+        undoes the standardisation (of the logits, with `logit`), a `UnitInterval` map
+        (`logit`), learned features of the conditions (`context_features`) and their
+        standardisation."""
+        dim = source.dim
+        points, context = source.split(train)
+        features = self.context_features
+        trace = {"type": "exact"}
+        if self.trace == "hutchinson":
+            trace = {"type": "hutchinson", "num_samples": 1, "noise": "rademacher"}
+        block = {
+            "type": "FFJORD",
+            "field": {
+                "type": "MLPField",
+                "dim": dim,
+                "hidden": self.hidden,
+                "layers": self.layers,
+                "context_dim": features or source.context_dims,
+                "activation": self.activation,
+            },
+            "trace": trace,
+            "solver": self.solver,
+            "rtol": float(self.rtol),
+            "atol": float(self.atol),
+            "t0": 0.0,
+            "t1": 1.0,
+            "dt0": None,
+            "max_steps": self.max_steps,
+            "adjoint": self.adjoint,
+            "per_point": False,
+        }
+        if self.checkpoints is not None:
+            block["checkpoints"] = self.checkpoints
+        bijector: dict[str, Any] = {"type": "Chain", "bijectors": [block] * self.blocks}
+        base_scale = BASE_SCALE_TOY
+        if not _is_toy(source):
+            base_scale = BASE_SCALE_FILE  # standardised data: a unit Gaussian fits them best
+            alpha = self.logit
+            shift, scale = _standardisation(logits(points, alpha) if alpha else points)
+            affine = {"type": "Affine", "shift": shift, "scale": scale}
+            bijector = {"type": "Chain", "bijectors": [bijector, affine]}
+            if alpha:
+                unit = {"type": "UnitInterval", "dim": dim, "alpha": alpha}
+                bijector = {"type": "Chain", "bijectors": [bijector, unit]}
+        if features:
+            bijector = {
+                "type": "ProjectedContext",
+                "bijector": bijector,
+                "context_dim": source.context_dims,
+                "features": features,
+            }
+        if context is not None:
+            shift, scale = _standardisation(context)
+            bijector = {"type": "StandardizedContext", "bijector": bijector, "shift": shift,
+                        "scale": scale}  # fmt: skip
+        base = {"loc": [0.0] * dim, "scale_diag": [float(base_scale)] * dim}
+        return {"base": base, "bijector": bijector}
+
+    def build(self, source: DataSource, train: np.ndarray, seed: int) -> TransformedDistribution:
+        """The flow for `source`, its arrays initialised from `seed` (`ffjord._spec.build`)."""
+        model: TransformedDistribution = build(
+            self.description(source, train), jax.random.key(seed)
+        )
+        return model
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """One typed description of a run: the `model`, how it is `trained`, its `objective`,
+    an optional `warm_start` stage before it, and the `seed` of its initial arrays and
+    shuffles. `from_settings` makes one from flat settings; `build` makes its model.
+
+    Example:
+        >>> plan = RunPlan.from_settings({**TUTORIAL, "objective": "flow-matching",
+        ...                                "blocks": 1, "coupling": "ot"})
+        >>> plan.objective.coupling, plan.warm_start is None
+        ('ot', True)
+    """
+
+    model: ModelOptions
+    training: TrainingOptions
+    objective: AbstractObjective
+    warm_start: WarmStart | None
+    seed: int
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], devices: Any = None) -> "RunPlan":
+        """The plan flat settings (`TUTORIAL`'s keys) give, every value checked."""
+        check_settings(settings)
+        return cls(
+            ModelOptions.from_settings(settings),
+            TrainingOptions.from_settings(settings, devices),
+            objective_of(settings),
+            make_warm_start(settings),
+            settings["seed"],
+        )
+
+    @property
+    def key(self) -> jax.Array:
+        """The key of training's randomness (shuffles, probes), apart from initialisation."""
+        return jax.random.fold_in(jax.random.key(self.seed), 1)
+
+    def trainer(self, source: DataSource, train: np.ndarray) -> Trainer:
+        """A `Trainer` of the plan (no run directory), for tools that drive epochs
+        themselves (benchmarks, tests)."""
+        steps_per_epoch = fit_size(len(train), self.training.validation) // self.training.batch_size
+        return Trainer(
+            self.model.build(source, train, self.seed),
+            objective=self.objective,
+            batch_size=self.training.batch_size,
+            optimizer=self.training.make_optimizer(max(steps_per_epoch, 1)),
+        )
+
+
+def check_settings(cfg: dict[str, Any]) -> None:
+    """One-line errors for flat settings that cannot work together (each value is checked
+    by the typed option it belongs to); messages name the parameters."""
+    ModelOptions.from_settings(cfg)
+    TrainingOptions.from_settings(cfg)
+    one_of(cfg["objective"], "objective", OBJECTIVES)
+    one_of(cfg["coupling"], "coupling", COUPLINGS)
+    objective_of(cfg)
+    dims = non_negative_int(cfg["context_dims"], "context_dims")
+    features = cfg["context_features"]
+    if features and not dims:
+        raise InputError(
+            "context_features applies to conditional data; give context_dims K as well",
+            parameters=("context_features", "context_dims"),
+        )
+    if features > dims:
+        raise InputError(
+            f"context_features {features} exceeds the {dims} condition columns "
+            f"(context_dims {dims})",
+            parameters=("context_features", "context_dims"),
+        )
+    seed = cfg["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise InputError(
+            f"seed must be an integer in [0, 2^31), got {seed!r}", parameters=("seed",)
+        )
+    warm = non_negative_int(cfg["warm_start"], "warm_start", "a non-negative integer (0: off)")
+    if cfg["objective"] == "flow-matching" and cfg["blocks"] != 1:
+        raise InputError(
+            f"flow matching trains a single FFJORD block, but blocks is {cfg['blocks']}; "
+            "use blocks 1",
+            parameters=("blocks",),
+        )
+    if warm and cfg["blocks"] != 1:
+        raise InputError(
+            f"warm_start trains by flow matching, which trains a single FFJORD block, but "
+            f"blocks is {cfg['blocks']}; use blocks 1",
+            parameters=("warm_start", "blocks"),
+        )
+
+
+def data_defaults(
+    n_train: int,
+    dim: int,
+    context_dims: int,
+    in_unit_cube: bool = False,
+    objective: str | None = None,
+) -> dict[str, Any]:
+    """The settings `ffjord train --data FILE` chooses for `n_train` rows of `dim` data
+    columns and `context_dims` condition columns (measured: docs/DEFAULTS.md), for
+    `objective` (by default chosen too).
+
+    Likelihood training of two blocks of a 3-layer SiLU MLP, the exact trace (the field's
+    closed form costs less than one Hutchinson probe at every dimension: docs/TRACE.md),
+    batches of 256 (fewer for small files), AdamW with cosine decay over about 2,500
+    steps, and early stopping: 10% of the rows choose the best epoch, patience 20 epochs.
+    Up to 16 data columns: 64 units, learning rate 5e-3, weight decay 0.1; beyond: 128
+    units, learning rate 1e-2, weight decay 1.0 (measured on 64-D digits). Data whose
+    values all lie in [0, 1] (`in_unit_cube`: pixels, proportions) are modelled in logit
+    space (`UnitInterval` with alpha 0.01).
+
+    Conditional data of 3 to 16 columns with few conditions: one block, warmed up by
+    flow matching (about 25,000 steps of 64 rows at learning rate 3e-3, `--warm-start`),
+    then about 1,250 steps of likelihood training at 2e-3: flow matching places the
+    posterior's modes cheaply and likelihood training sharpens them.
+
+    Many conditions (more than 32 columns, and more than twice the data's): the fields
+    see 32 learned linear combinations of them (`ProjectedContext`), trained by flow
+    matching (flow matching's field, learning rate 3e-3, about 25,000 steps of 64 rows,
+    the held-out NLL after the last epoch only): likelihood training overfits such
+    conditions, and its solves cost 10-20x more per step.
+
+    Example:
+        >>> data_defaults(9000, 2, 2)["warm_start"]  # 2-D: two blocks, likelihood only
+        0
+        >>> warmed = data_defaults(9000, 5, 8)
+        >>> warmed["blocks"], warmed["warm_start"], warmed["epochs"]
+        (1, 199, 41)
+        >>> chosen = data_defaults(9000, 10, 100)
+        >>> chosen["objective"], chosen["context_features"]
+        ('flow-matching', 32)
+    """
+    validation = 0.1
+    fitted = fit_size(n_train, validation)
+    batch_size = 256 if fitted >= 4096 else max(16, 2 ** int(math.log2(max(fitted // 16, 1))))
+    many = context_dims > MANY_CONDITIONS and context_dims > 2 * dim
+    objective = objective or ("flow-matching" if many else "likelihood")
+    chosen = {
+        "objective": objective,
+        "blocks": 2,
+        "hidden": 64 if dim <= WIDE_ABOVE else 128,
+        "layers": 3,
+        "activation": "silu",
+        "trace": "exact",
+        "batch_size": batch_size,
+        "epochs": _epochs_for(DEFAULT_STEPS, fitted, batch_size),
+        "lr": 5e-3 if dim <= WIDE_ABOVE else 1e-2,
+        "schedule": "cosine",
+        "weight_decay": 0.1 if dim <= WIDE_ABOVE else 1.0,
+        "validation": validation,
+        "patience": 20,
+        "logit": LOGIT_ALPHA if in_unit_cube else 0.0,
+        "context_features": CONTEXT_FEATURES if many else 0,
+        "warm_start": 0,
+    }
+    if objective == "likelihood" and context_dims and not many and 2 < dim <= WIDE_ABOVE:
+        chosen.update(
+            blocks=1,
+            warm_start=_epochs_for(FLOW_MATCHING_STEPS, fitted, FLOW_MATCHING["batch_size"]),
+            epochs=_epochs_for(WARM_STARTED_STEPS, fitted, batch_size),
+            lr=2e-3,
+        )
+    if objective == "flow-matching":
+        chosen.update(FLOW_MATCHING, coupling=coupling_for(context_dims))
+        if many:
+            batch = FLOW_MATCHING["batch_size"]
+            epochs = _epochs_for(FLOW_MATCHING_STEPS, fitted, batch)
+            chosen.update(lr=3e-3, epochs=epochs, test_every=epochs)
+    return chosen
+
+
+def _epochs_for(steps: int, fitted: int, batch_size: int) -> int:
+    """Epochs of about `steps` optimiser steps (20 to 400)."""
+    steps_per_epoch = max(fitted // batch_size, 1)
+    return min(max(math.ceil(steps / steps_per_epoch), 20), 400)
+
+
+LOGIT_ALPHA = 0.01  # data in [0, 1]: modelled as logit(alpha + (1 - 2 alpha) x)
+DEFAULT_STEPS = 2500  # optimiser steps `data_defaults` plans for (early stopping may end sooner)
+WIDE_ABOVE = 16  # data columns beyond which the field is wider and more regularised
+MANY_CONDITIONS = 32  # condition columns beyond which (and beyond 2 d) they are projected
+CONTEXT_FEATURES = 32  # the learned linear features of many conditions (`ProjectedContext`)
+FLOW_MATCHING_STEPS = 25_000  # flow matching's steps on conditional data (200 epochs of 9k)
+WARM_START_LR = 3e-3  # flow matching's learning rate before likelihood training
+WARM_STARTED_STEPS = 1250  # likelihood training's steps after a warm start (40 epochs of 9k)
+JVP_TRACE_UP_TO = 16  # a field without a closed-form trace (> 3 layers): exact up to this d
+
+
+def _is_toy(source: DataSource) -> bool:
+    return source.name in datasets.TOY_DATASETS
+
+
+def make_warm_start(cfg: dict[str, Any]) -> WarmStart | None:
+    """The flow-matching stage before likelihood training (`warm_start` epochs; None when
+    0): flow matching's batches of 64 at learning rate `WARM_START_LR`, decaying like the
+    run's, independent coupling for conditional data."""
+    if not cfg["warm_start"]:
+        return None
+    options = TrainingOptions.from_settings(cfg).replace(
+        epochs=cfg["warm_start"],
+        learning_rate=WARM_START_LR,
+        batch_size=min(FLOW_MATCHING["batch_size"], cfg["batch_size"]),
+        test_every=1,
+    )
+    return WarmStart(FlowMatching(coupling=coupling_for(cfg["context_dims"])), options)
+
+
+def coupling_for(context_dims: int) -> Literal["independent", "ot"]:
+    """Flow matching's coupling by default: OT pairing, but independent for conditional
+    data (OT pairs base and data points regardless of their conditions)."""
+    return "independent" if context_dims else cast(Literal["ot"], FLOW_MATCHING["coupling"])
+
+
+def objective_of(cfg: dict[str, Any]) -> AbstractObjective:
+    """The objective the settings name."""
+    if cfg["objective"] == "flow-matching":
+        return FlowMatching(coupling=cfg["coupling"])
+    return MaximumLikelihood(kinetic=cfg["kinetic"], jacobian_frobenius=cfg["jacobian_frobenius"])
+
+
+def logits(points: np.ndarray, alpha: float) -> np.ndarray:
+    """`UnitInterval`'s inverse map: ``logit(alpha + (1 - 2 alpha) x)``, in float64."""
+    u = alpha + (1 - 2 * alpha) * np.asarray(points, np.float64)
+    return np.log(u) - np.log1p(-u)
+
+
+def _standardisation(columns: np.ndarray) -> tuple[list[float], list[float]]:
+    std = columns.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return [float(v) for v in columns.mean(axis=0)], [float(v) for v in std]
