@@ -21,15 +21,15 @@ def getkey():
 
 
 def run_settings(run_dir) -> dict:
-    """A run's `ffjord train` settings (`ffjord._settings.flag_values`) with what its data
+    """A run's `ffjord train` settings (`ffjord._plan.settings_of`) with what its data
     show (`n_train`, `dim`, ...) and its standardisation (`standardize`), flat, for tests."""
     import json
     from pathlib import Path
 
-    from ffjord._settings import flag_values
+    from ffjord._plan import settings_of
 
     config = json.loads((Path(run_dir) / "config.json").read_text())
-    flat = {**config, **config["data"], **flag_values(config)}
+    flat = {**config, **config["data"], **settings_of(config)}
     flat["data"] = config["data"]["name"]
     flat["objective_config"] = config["objective"]
 
@@ -50,14 +50,13 @@ def checkpoint_state(run_dir):
     """The whole checkpoint (optimiser state included) of a run made by `ffjord train`."""
     from pathlib import Path
 
-    from ffjord._plan import RunPlan
+    from ffjord._plan import RunPlan, settings_of
     from ffjord._run import RunDir
-    from ffjord._settings import flag_values
     from ffjord._source import DataSource
 
     run = RunDir(Path(run_dir))
     config = run.require()
-    cfg, source = flag_values(config), DataSource.from_config(config["data"])
+    cfg, source = settings_of(config), DataSource.from_config(config["data"])
     train, _ = source.load()
     plan = RunPlan.from_settings(cfg)
     return run, run.load_checkpoint(plan.trainer(source, train).init(plan.key))

@@ -12,8 +12,7 @@ from PIL import Image
 
 import ffjord
 from ffjord import datasets
-from ffjord._plan import RunPlan
-from ffjord._settings import new_settings
+from ffjord._plan import RunPlan, new_settings
 from ffjord.cli import main
 
 TINY = ["--blocks", "1", "--hidden", "8", "--batch-size", "512", "--quiet"]
@@ -149,7 +148,7 @@ def test_digits_train_with_the_documented_split_and_image_figure(tmp_path, capsy
 
 
 def test_settings_chosen_for_64_dimensional_data():
-    from ffjord._settings import new_settings
+    from ffjord._plan import new_settings
 
     cfg = new_settings({"data": "digits", "seed": 0})[0]
     chosen = {k: cfg[k] for k in ("hidden", "lr", "weight_decay", "trace", "layers")}

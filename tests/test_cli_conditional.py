@@ -265,7 +265,7 @@ def test_a_projected_condition_round_trips(tmp_path, capsys):
 def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     """More than 32 condition columns (and more than twice the data's): 32 learned
     features and flow matching; fewer keep likelihood training of the raw conditions."""
-    from ffjord._settings import new_settings
+    from ffjord._plan import new_settings
 
     y, c = pairs_through_one_statistic(2000, 0, k=40)
     many = tmp_path / "many.npy"

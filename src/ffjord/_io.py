@@ -63,3 +63,36 @@ def _file_mode(target: Path) -> int:
             if line.startswith("Umask:"):
                 return 0o666 & ~int(line.split()[1], 8)
     return 0o644
+
+
+def output_file(path: PathLike, force: bool, suffix: str = ".npy") -> Path:
+    """`path` checked as a new output file: the right `suffix`, not a directory, in an
+    existing folder, and not already there unless `force`.
+
+    Example:
+        >>> import os, tempfile
+        >>> output_file(os.path.join(tempfile.mkdtemp(), "x.npy"), force=False).name
+        'x.npy'
+    """
+    from ._errors import InputError
+
+    out = Path(path)
+    if out.suffix.lower() != suffix:
+        raise InputError(f"output {path} must end in {suffix}")
+    if out.is_dir():
+        raise InputError(f"output {path} is a directory")
+    if out.exists() and not force:
+        raise InputError(
+            f"output {path} already exists; choose another name or pass force=True",
+            parameters=("force=True",),
+        )
+    if not out.parent.exists():
+        raise InputError(f"the folder of output {path} does not exist")
+    return out
+
+
+def save_npy(path: PathLike, array: Any) -> None:
+    """`numpy.save` of `array` to `path`, atomically and without pickles."""
+    import numpy as np
+
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))

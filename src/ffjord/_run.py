@@ -46,6 +46,12 @@ def _load_leaf(f, like):
     return eqx.default_deserialise_filter_spec(f, like)
 
 
+def training_dtype() -> type:
+    """float32, or float64 throughout when JAX's float64 is enabled (explicitly, never by
+    accident: the command line's models are then float64 too)."""
+    return np.float64 if jax.config.read("jax_enable_x64") else np.float32
+
+
 class RunDir:
     """Paths and atomic reads/writes of one run directory."""
 
@@ -100,6 +106,43 @@ class RunDir:
     def load_checkpoint(self, template: TrainState) -> TrainState:
         """Read the checkpoint into the shape of `template`; refuse anything that does not fit."""
         return self._read_checkpoint(template, whole=True)
+
+    def saved_epoch(self, dist: TransformedDistribution) -> int:
+        """The epoch of the checkpoint on disk, for a model of `dist`'s structure (0 if
+        there is none or it cannot be read)."""
+        if not self.checkpoint.exists():
+            return 0
+        try:
+            return int(self.load_model_state(Trainer(dist).init(jax.random.key(0))).epoch)
+        except InputError:
+            return 0
+
+    def saved_progress(self, dist: TransformedDistribution, warm_start: str) -> str:
+        """What an interrupted run has on disk, in words: its checkpoint's epoch, else its
+        warm start's (in the sub-directory `warm_start`), else that no epoch finished."""
+        if saved := self.saved_epoch(dist):
+            return f"the checkpoint of epoch {saved} is saved in {self.path}"
+        warm = RunDir(self.path / warm_start)
+        if warmed := warm.saved_epoch(dist):
+            return f"the warm start's checkpoint of epoch {warmed} is saved in {warm.path}"
+        return "no epoch had finished"
+
+    def read_rows(self, path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(points, conditions or None) of a data file laid out like the run's data (its
+        condition columns last), in the dtype training uses (`training_dtype`)."""
+        from . import datasets
+
+        config = self.require()
+        rows = datasets.validate_points(datasets.load_array(path), what=what)
+        dim, k = config["dim"], config.get("context_dim", 0)
+        if rows.shape[1] != dim + k:
+            layout = f" ({dim} data + {k} condition columns)" if k else ""
+            raise InputError(
+                f"{what} {Path(path).name} has {rows.shape[1]} columns but the run's data "
+                f"have {dim + k}{layout}"
+            )
+        rows = rows.astype(training_dtype())
+        return rows[:, :dim], (rows[:, dim:] if k else None)
 
     def load_model_state(self, template: TrainState) -> TrainState:
         """The checkpoint's parameters, epoch and early-stopping fields, without knowing the

@@ -20,12 +20,21 @@ from . import datasets
 from ._distributed import start as start_processes
 from ._distributed import stop_all
 from ._errors import InputError
-from ._io import atomic_write
+from ._io import output_file, save_npy
 from ._options import SCHEDULES, WARM_START_DIR
-from ._plan import ADJOINTS, COUPLINGS, OBJECTIVES, SOLVERS, TRACES, TUTORIAL, RunPlan
-from ._run import RunDir, open_run
+from ._plan import (
+    ADJOINTS,
+    COUPLINGS,
+    OBJECTIVES,
+    SOLVERS,
+    TRACES,
+    TUTORIAL,
+    RunPlan,
+    new_settings,
+    settings_of,
+)
+from ._run import RunDir, open_run, training_dtype
 from ._sampling import OutsideBox, sample_within
-from ._settings import flag, flag_values, new_settings
 from ._source import DataSource
 from ._train import Points, RunTarget, run_training
 from ._trainer import Trainer, TrainingDiverged, TrainState
@@ -34,6 +43,21 @@ from ._version import __version__
 from .figures import plot_run
 
 OPTION_NAMES = list(TUTORIAL)
+
+
+FLAGS = {  # the library's parameter names as the command line spells them, for messages
+    "learning_rate": "--lr",
+    "lr": "--lr",
+    "run_dir": "--out",
+    "resume=True": "--resume",
+    "data": "--data",
+    "force=True": "--force",
+}
+
+
+def flag(name: str) -> str:
+    """How the command line spells the library's parameter `name` (`batch_size`: `--batch-size`)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 # `ffjord train`'s options: (type or choices, help[, metavar]); defaults are the tutorial's,
@@ -158,14 +182,6 @@ def _parser() -> argparse.ArgumentParser:
 # Shared pieces -------------------------------------------------------------------------------
 
 
-def as_training_array(points: np.ndarray) -> np.ndarray:
-    """Training runs in float32 (explicitly, not by accident), or in float64 throughout
-    when JAX's float64 is enabled (the command line's models are then float64 too)."""
-    if jax.config.read("jax_enable_x64"):
-        return points.astype(np.float64)
-    return points.astype(np.float32)
-
-
 def _source(config: dict[str, Any]) -> DataSource | None:
     """The data source of a run made by `ffjord train` (None: made by `ffjord.fit`)."""
     return None if config.get("data") is None else DataSource.from_config(config["data"])
@@ -176,7 +192,7 @@ def _open_run(path: str) -> tuple[RunDir, dict[str, Any], Trainer, TrainState]:
     cfg = run.require()
     if cfg.get("made_by") == "ffjord train":  # its settings checked before its model is built
         try:
-            RunPlan.from_settings(flag_values(cfg))
+            RunPlan.from_settings(settings_of(cfg))
             DataSource.from_config(cfg["data"])
         except (KeyError, TypeError, IndexError) as err:
             raise InputError(f"{run.config} is incomplete or corrupt ({err})") from None
@@ -187,37 +203,6 @@ def _open_model(path: str):
     """(run, config, trainer, the trained model) of a run directory (see `ffjord.load`)."""
     run, cfg, trainer, state = _open_run(path)
     return run, cfg, trainer, trainer.kept_model(state)
-
-
-def _read_rows(path: str, cfg: dict[str, Any], what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(points, conditions or None) of a file laid out like the run's data."""
-    rows = datasets.validate_points(datasets.load_array(path), what=what)
-    dim, k = cfg["dim"], cfg.get("context_dim", 0)
-    if rows.shape[1] != dim + k:
-        layout = f" ({dim} data + {k} condition columns)" if k else ""
-        raise InputError(
-            f"{what} {Path(path).name} has {rows.shape[1]} columns but the run's data have "
-            f"{dim + k}{layout}"
-        )
-    rows = as_training_array(rows)
-    return rows[:, :dim], (rows[:, dim:] if k else None)
-
-
-def _check_output(path: str, force: bool) -> Path:
-    out = Path(path)
-    if out.suffix.lower() != ".npy":
-        raise InputError(f"output {path} must end in .npy")
-    if out.is_dir():
-        raise InputError(f"output {path} is a directory")
-    if out.exists() and not force:
-        raise InputError(f"output {path} already exists; choose another name or pass --force")
-    if not out.parent.exists():
-        raise InputError(f"the folder of output {path} does not exist")
-    return out
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 # Commands ------------------------------------------------------------------------------------
@@ -235,7 +220,7 @@ def _resume_settings(run: RunDir, args: argparse.Namespace):
     """(settings, source, training rows, held-out rows) of the run to resume."""
     config = run.require()
     _made_by_train(run, config, "resume")
-    cfg = flag_values(config)
+    cfg = settings_of(config)
     for name in OPTION_NAMES:
         value = getattr(args, name, None)
         if value is None or name == "epochs":
@@ -266,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     plan = RunPlan.from_settings(cfg, devices=args.devices)
     dist = plan.model.build(source, train, plan.seed)
-    train, test = as_training_array(train), as_training_array(test)
+    train, test = train.astype(training_dtype()), test.astype(training_dtype())
     try:
         result = run_training(
             plan.key,
@@ -280,15 +265,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             show_progress=not args.quiet,
         )
     except KeyboardInterrupt:
-        saved = _saved_epoch(run, dist)  # what is on disk, wherever Ctrl-C landed
-        warm = RunDir(run.path / WARM_START_DIR)
-        warmed = 0 if saved else _saved_epoch(warm, dist)
-        if saved:
-            done = f"the checkpoint of epoch {saved} is saved in {run.path}"
-        elif warmed:
-            done = f"the warm start's checkpoint of epoch {warmed} is saved in {warm.path}"
-        else:
-            done = "no epoch had finished"
+        done = run.saved_progress(dist, WARM_START_DIR)  # wherever Ctrl-C landed
         print(
             f"ffjord: interrupted; {done}; continue with: ffjord train --out {run.path} --resume",
             file=sys.stderr,
@@ -316,19 +293,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _saved_epoch(run: RunDir, dist) -> int:
-    """The epoch of the checkpoint on disk (0 if there is none)."""
-    if not run.checkpoint.exists():
-        return 0
-    try:
-        return int(run.load_model_state(Trainer(dist).init(jax.random.key(0))).epoch)
-    except InputError:
-        return 0
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _, cfg, trainer, model = _open_model(args.run)
-    points, context = _read_rows(args.data, cfg, "data")
+    points, context = RunDir(args.run).read_rows(args.data, "data")
     lp = trainer.log_prob(model, points, context)
     if not np.all(np.isfinite(lp)):
         raise InputError(f"the model's density is not finite at some points of {args.data}")
@@ -381,13 +348,13 @@ def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.
         width = len(cells)
     if width != k:
         raise InputError(f"--context has {width} values per condition but the run's have {k}")
-    return as_training_array(conditions.astype(np.float32))
+    return conditions.astype(np.float32).astype(training_dtype())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n is None or args.n <= 0:
         raise InputError(f"-n must be a positive integer, got {args.n}")
-    out = _check_output(args.output, args.force)
+    out = output_file(args.output, args.force)
     run, cfg, _, model = _open_model(args.run)
     conditions = _read_conditions(args.context, run, cfg)
     source = _source(cfg)
@@ -398,17 +365,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                 context=conditions, region="the training data's range")  # fmt: skip
     except OutsideBox as err:
         raise InputError(f"{err}; pass --keep-outside to keep draws outside it") from None
-    _save_npy(out, samples)
+    save_npy(out, samples)
     print(json.dumps({"samples": str(out), "shape": list(samples.shape), "dim": cfg["dim"]}))
     return 0
 
 
 def cmd_density(args: argparse.Namespace) -> int:
-    out = _check_output(args.output, args.force)
+    out = output_file(args.output, args.force)
     _, cfg, trainer, model = _open_model(args.run)
-    points, context = _read_rows(args.points, cfg, "points")
+    points, context = RunDir(args.run).read_rows(args.points, "points")
     lp = trainer.log_prob(model, points, context)
-    _save_npy(out, lp)
+    save_npy(out, lp)
     print(json.dumps({"log_prob": str(out), "n": len(lp), "mean": float(np.mean(lp))}))
     return 0
 
