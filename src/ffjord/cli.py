@@ -235,8 +235,7 @@ def _resume_settings(run: RunDir, args: argparse.Namespace):
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     RunPlan.from_settings(cfg)  # checked; written by the engine once the checkpoint loads
-    source = _source(config)
-    assert source is not None
+    source = DataSource.from_config(config["data"])
     return (cfg, source, *source.load())
 
 
@@ -305,14 +304,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.ndarray | None:
     """`--context`: `None`, one condition `(k,)` from `v1,v2,...`, or `(m, k)` from a file."""
     k = cfg.get("context_dim", 0)
@@ -335,17 +326,17 @@ def _read_conditions(value: str | None, run: RunDir, cfg: dict[str, Any]) -> np.
         )
         width = conditions.shape[1]
     else:
-        cells = [c.strip() for c in value.split(",")]
-        try:
-            conditions = np.asarray([float(c) for c in cells], np.float64)
-        except ValueError:
-            bad = next(c for c in cells if not _is_number(c))
-            raise InputError(
-                f"--context value {bad!r} is not a number (give v1,v2,... or FILE)"
-            ) from None
+        values = []
+        for cell in (c.strip() for c in value.split(",")):
+            try:
+                values.append(float(cell))
+            except ValueError:
+                msg = f"--context value {cell!r} is not a number (give v1,v2,... or FILE)"
+                raise InputError(msg) from None
+        conditions = np.asarray(values, np.float64)
         if not np.all(np.isfinite(conditions)):
             raise InputError(f"--context {value} has NaN or infinite values")
-        width = len(cells)
+        width = len(values)
     if width != k:
         raise InputError(f"--context has {width} values per condition but the run's have {k}")
     return conditions.astype(np.float32).astype(training_dtype())
