@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._config import InitKeys, NotDescribed, config_of, floats, from_config, register
+from ._config import Described, InitKeys, config_of, floats
 
 
 class SolveStats(eqx.Module):
@@ -130,7 +130,7 @@ def check_points(x: Array, dim: int | None, name: str) -> None:
         raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype}")
 
 
-class AbstractBijector(eqx.Module):
+class AbstractBijector(eqx.Module, Described):
     """A differentiable bijection with log-determinants, over any batch shape.
 
     Subclasses implement `transform_flat` on a flat batch of shape `(n, d)`; this class
@@ -151,24 +151,7 @@ class AbstractBijector(eqx.Module):
     # True for a bijector whose arrays are fixed: training leaves them alone, and flow
     # matching accepts it around its FFJORD block (it maps base and data alike).
     frozen: ClassVar[bool] = False
-    # The name a saved model's description gives this bijector; a subclass that sets it
-    # (and implements `to_config` / `from_config`) can be saved and rebuilt by `ffjord.load`.
-    config_type: ClassVar[str | None] = None
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "config_type" in cls.__dict__:
-            register("bijector", cls)
-
-    def to_config(self) -> dict:
-        """This bijector's description (JSON-ready), from which `from_config` rebuilds
-        it; raises `NotDescribed` for a bijector without one."""
-        raise NotDescribed(type(self).__name__)
-
-    @classmethod
-    def from_config(cls, config: dict, keys: InitKeys) -> "AbstractBijector":
-        """The bijector `config` describes, its trainable arrays initialised from `keys`."""
-        return from_config("bijector", config, keys)
+    config_family: ClassVar[str] = "bijector"  # saved and rebuilt: see `ffjord._config`
 
     @property
     def dim(self) -> int | None:

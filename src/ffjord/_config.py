@@ -16,7 +16,7 @@ Example:
     0.05
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -40,6 +40,32 @@ class InitKeys:
     def field(self) -> jax.Array:
         """The key of the next field, in forward order."""
         return next(self._fields)
+
+
+class Described:
+    """What every part that can be saved declares (a mixin of `AbstractBijector`,
+    `AbstractVectorField` and `AbstractTrace`): its `config_family`, the `config_type` a
+    description names it by (defining it registers the class), `to_config` and the
+    classmethod `from_config`, which on an abstract class builds whichever registered
+    part a description names."""
+
+    config_family: ClassVar[str] = ""
+    config_type: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "config_type" in cls.__dict__:
+            register(cls.config_family, cls)
+
+    def to_config(self) -> dict:
+        """This part's description (JSON-ready), from which `from_config` rebuilds it;
+        raises `NotDescribed` for a part without one."""
+        raise NotDescribed(type(self).__name__)
+
+    @classmethod
+    def from_config(cls, config: dict, keys: InitKeys) -> Any:
+        """The part `config` describes, its trainable arrays initialised from `keys`."""
+        return from_config(cls.config_family, config, keys)
 
 
 def register(family: str, cls: type) -> None:

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._config import InitKeys, NotDescribed, from_config, register
+from ._config import Described, InitKeys
 
 
-class AbstractTrace(eqx.Module):
+class AbstractTrace(eqx.Module, Described):
     """How the trace of the field's Jacobian is computed: `ExactTrace` or
     `HutchinsonTrace`, given to `ffjord.FFJORD(..., trace=)`.
 
@@ -29,22 +29,7 @@ class AbstractTrace(eqx.Module):
     """
 
     stochastic: eqx.AbstractClassVar[bool]
-    # The name a saved model's description gives this trace (see `AbstractBijector`).
-    config_type: ClassVar[str | None] = None
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "config_type" in cls.__dict__:
-            register("trace", cls)
-
-    def to_config(self) -> dict:
-        """This trace's description (JSON-ready); `NotDescribed` for one without."""
-        raise NotDescribed(type(self).__name__)
-
-    @classmethod
-    def from_config(cls, config: dict, keys: InitKeys) -> "AbstractTrace":
-        """The trace `config` describes."""
-        return from_config("trace", config, keys)
+    config_family: ClassVar[str] = "trace"  # saved and rebuilt: see `ffjord._config`
 
     @abc.abstractmethod
     def probes(

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._config import InitKeys, NotDescribed, from_config, register
+from ._config import Described, InitKeys
 from ._keys import key_bits
 
 
@@ -77,7 +77,7 @@ ACTIVATIONS = {
 }
 
 
-class AbstractVectorField(eqx.Module):
+class AbstractVectorField(eqx.Module, Described):
     r"""The right-hand side $f(t, z, \text{context})$ of a flow's ODE, on one point.
 
     A field declares its dimension `dim` and the width `context_dim` of the conditions it
@@ -105,23 +105,7 @@ class AbstractVectorField(eqx.Module):
 
     dim: eqx.AbstractVar[int | None]
     context_dim: eqx.AbstractVar[int | None]
-    # The name a saved model's description gives this field (see `AbstractBijector`).
-    config_type: ClassVar[str | None] = None
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "config_type" in cls.__dict__:
-            register("field", cls)
-
-    def to_config(self) -> dict:
-        """This field's description (JSON-ready); raises `NotDescribed` for a field
-        without one (a model with it is reloaded with `ffjord.load(run, like=model)`)."""
-        raise NotDescribed(type(self).__name__)
-
-    @classmethod
-    def from_config(cls, config: dict, keys: InitKeys) -> "AbstractVectorField":
-        """The field `config` describes, initialised from `keys.field()`."""
-        return from_config("field", config, keys)
+    config_family: ClassVar[str] = "field"  # saved and rebuilt: see `ffjord._config`
 
     @abc.abstractmethod
     def __call__(
