@@ -21,6 +21,7 @@ def run_python(code: str, env=TWO_DEVICES) -> str:
     return done.stdout
 
 
+@pytest.mark.slow  # a subprocess with two host devices; the command-line test stays quick
 def test_two_devices_give_one_devices_losses():
     out = run_python(
         """

@@ -192,6 +192,7 @@ def reference(background) -> list[dict]:
 # Tests -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a minute of killed processes; Ctrl-C and resume stay in the quick suite
 def test_sigkill_at_random_moments_then_resume(env, background, tmp_path):
     rng = random.Random(20251125)
     out = tmp_path / "run"
@@ -296,6 +297,7 @@ def test_resume_with_more_epochs_equals_straight_run(background, reference):
     assert compared(metrics(straight)) == compared(reference[:3])
 
 
+@pytest.mark.slow  # two stages of processes; the format-2 fixture resumes a killed warm start
 def test_ctrl_c_during_the_warm_start_saves_it_and_resumes(env, tmp_path):
     out = tmp_path / "run"
     warm = out / "warm-start"

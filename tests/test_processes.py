@@ -60,6 +60,7 @@ def metrics(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # processes on localhost take 40 s; -m slow runs every process test
 def test_two_processes_give_one_processs_losses(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert (

@@ -50,7 +50,8 @@ def conditional_panels(
         >>> rng = np.random.default_rng(0)
         >>> points, context = rng.normal(size=(400, 2)), rng.normal(size=(400, 1))
         >>> panels, label = conditional_panels(dist, jax.random.key(1), points, context, samples=50)
-        >>> len(panels), panels[0][2].shape, label
+        >>> condition, reference, samples = panels[0]
+        >>> len(panels), samples.shape, label
         (4, (50, 2), '200 training points, nearest conditions')
     """
     scale = context.std(axis=0)
@@ -79,7 +80,8 @@ def posterior_panels(
         >>> dist = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
         >>> exact = [np.zeros((100, 2)), np.ones((100, 2))]
         >>> panels = posterior_panels(dist, jax.random.key(0), np.eye(2), exact)
-        >>> [label for label, _, _ in panels], panels[1][2].shape
+        >>> condition, reference, samples = panels[1]
+        >>> [label for label, _, _ in panels], samples.shape
         (['condition (1, 0)', 'condition (0, 1)'], (100, 2))
     """
     return _panels(dist, key, conditions, references, len(references[0]))
