@@ -300,8 +300,13 @@ def train_ffjord(coupling: str, dist0, data: np.ndarray, epochs: int, key):
 
     epoch_traces = traces(Trainer, "_epoch")
     traced_before = epoch_traces()
+    import optax
+
     trainer = Trainer(
-        dist0, objective=ffjord.FlowMatching(coupling=coupling), batch_size=BATCH, learning_rate=LR
+        dist0,
+        objective=ffjord.FlowMatching(coupling=coupling),
+        batch_size=BATCH,
+        optimizer=optax.adam(LR),
     )
     state = trainer.init(key)
     start = time.perf_counter()

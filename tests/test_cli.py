@@ -161,3 +161,12 @@ def test_settings_chosen_for_64_dimensional_data():
     arcs = new_settings({"data": "arcs", "seed": 0})[0]  # 2 data columns
     chosen = {k: arcs[k] for k in ("hidden", "lr", "weight_decay", "trace")}
     assert chosen == {"hidden": 64, "lr": 5e-3, "weight_decay": 0.1, "trace": "exact"}
+
+
+def test_no_validation_on_a_file_means_no_early_stopping(tmp_path):
+    from ffjord._plan import new_settings
+
+    data = str(_gauss_file(tmp_path))
+    assert new_settings({"data": data})[0]["patience"] == 20  # chosen with validation 0.1
+    cfg = new_settings({"data": data, "validation": 0})[0]
+    assert cfg["patience"] is None and "patience" not in cfg["chosen_for_data"]

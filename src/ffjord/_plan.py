@@ -537,6 +537,9 @@ def new_settings(
         cfg.update(FLOW_MATCHING)
     cfg.update(given)
     cfg.update(data=source.name, context_dims=source.context_dims)
+    if not cfg["validation"] and "patience" not in given:
+        chosen.pop("patience", None)  # nothing held out to watch: no early stopping
+        cfg["patience"] = None
     if "test_every" in chosen and "test_every" not in given:
         chosen["test_every"] = cfg["test_every"] = cfg["epochs"]  # the end of the run only
     if chosen and "trace" not in given and cfg["layers"] > 3 and source.dim > JVP_TRACE_UP_TO:
