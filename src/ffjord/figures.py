@@ -81,8 +81,8 @@ def posterior_panels(
         >>> exact = [np.zeros((100, 2)), np.ones((100, 2))]
         >>> panels = posterior_panels(dist, jax.random.key(0), np.eye(2), exact)
         >>> condition, reference, samples = panels[1]
-        >>> [label for label, _, _ in panels], samples.shape
-        (['condition (1, 0)', 'condition (0, 1)'], (100, 2))
+        >>> condition, samples.shape
+        ('condition (0, 1)', (100, 2))
     """
     return _panels(dist, key, conditions, references, len(references[0]))
 
