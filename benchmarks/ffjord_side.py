@@ -281,7 +281,7 @@ def main(argv=None):
         "settings": {
             "solver": f"diffrax.{_plan.SOLVERS[args.solver].__name__}() rtol 1e-3 atol 1e-5",
             "trace": "ffjord.ExactTrace()",
-            "optimizer": f"optax.adam({cfg['lr']})",
+            "optimizer": f"optax.adam({cfg['learning_rate']})",
             "stacked_ffjords": cfg["blocks"],
             "mlp": [cfg["hidden"], cfg["layers"], 2],
             "base": f"MultivariateNormalDiag([0,0],[{scale},{scale}])",

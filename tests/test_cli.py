@@ -1,8 +1,10 @@
 """The command line end to end on small configurations."""
 
+import inspect
 import json
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -151,16 +153,22 @@ def test_settings_chosen_for_64_dimensional_data():
     from ffjord._plan import new_settings
 
     cfg = new_settings({"data": "digits", "seed": 0})[0]
-    chosen = {k: cfg[k] for k in ("hidden", "lr", "weight_decay", "trace", "layers")}
-    assert chosen == {"hidden": 128, "lr": 1e-2, "weight_decay": 1.0, "trace": "exact", "layers": 3}
-    assert {"hidden", "lr", "weight_decay", "trace"} <= set(cfg["chosen_for_data"])
+    chosen = {k: cfg[k] for k in ("hidden", "learning_rate", "weight_decay", "trace", "layers")}
+    assert chosen == {
+        "hidden": 128,
+        "learning_rate": 1e-2,
+        "weight_decay": 1.0,
+        "trace": "exact",
+        "layers": 3,
+    }
+    assert {"hidden", "learning_rate", "weight_decay", "trace"} <= set(cfg["chosen_for_data"])
     deep = new_settings({"data": "digits", "seed": 0, "layers": 5})[0]  # no closed-form trace
     assert deep["trace"] == "hutchinson" and "trace" in deep["chosen_for_data"]
     asked = new_settings({"data": "digits", "seed": 0, "layers": 5, "trace": "exact"})[0]
     assert asked["trace"] == "exact" and "trace" not in asked["chosen_for_data"]
     arcs = new_settings({"data": "arcs", "seed": 0})[0]  # 2 data columns
-    chosen = {k: arcs[k] for k in ("hidden", "lr", "weight_decay", "trace")}
-    assert chosen == {"hidden": 64, "lr": 5e-3, "weight_decay": 0.1, "trace": "exact"}
+    chosen = {k: arcs[k] for k in ("hidden", "learning_rate", "weight_decay", "trace")}
+    assert chosen == {"hidden": 64, "learning_rate": 5e-3, "weight_decay": 0.1, "trace": "exact"}
 
 
 def test_no_validation_on_a_file_means_no_early_stopping(tmp_path):
@@ -170,3 +178,61 @@ def test_no_validation_on_a_file_means_no_early_stopping(tmp_path):
     assert new_settings({"data": data})[0]["patience"] == 20  # chosen with validation 0.1
     cfg = new_settings({"data": data, "validation": 0})[0]
     assert cfg["patience"] is None and "patience" not in cfg["chosen_for_data"]
+
+
+# `ffjord.train`: the command from Python -----------------------------------------------------
+
+
+def _rows(run_dir) -> list[dict]:
+    """metrics.jsonl without its timing fields."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if "seconds" not in k and k != "wall"} for r in rows]
+
+
+def test_python_train_takes_every_option_of_the_command():
+    from ffjord._plan import TUTORIAL
+    from ffjord.cli import TRAIN_OPTIONS
+
+    keywords = set(inspect.signature(ffjord.train).parameters)
+    assert keywords - {"run_dir", "resume", "devices", "show_progress"} == set(TUTORIAL)
+    cli_only = {"coordinator", "num_processes", "process_id", "devices"}
+    assert set(TRAIN_OPTIONS) - cli_only == set(TUTORIAL)
+
+
+def test_python_train_writes_what_the_command_writes(tmp_path, capsys):
+    data = tmp_path / "pairs.npy"
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=(600, 2))
+    np.save(data, np.concatenate([theta, theta + 0.3 * rng.normal(size=(600, 2))], axis=1))
+    options = {"epochs": 2, "blocks": 1, "hidden": 8, "batch_size": 128, "learning_rate": 3e-3}
+    result = ffjord.train(tmp_path / "py", data=str(data), context_dims=2, show_progress=False,
+                          **options)  # fmt: skip
+    argv = ["--epochs", "2", "--blocks", "1", "--hidden", "8", "--batch-size", "128", "--lr",
+            "3e-3", "--context-dims", "2", "--quiet", "--no-figures"]  # fmt: skip
+    assert main(["train", "--out", str(tmp_path / "cli"), "--data", str(data), *argv]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert _rows(tmp_path / "py") == _rows(tmp_path / "cli")
+    py_config, cli_config = (json.loads((tmp_path / d / "config.json").read_text())
+                             for d in ("py", "cli"))  # fmt: skip
+    assert py_config["model"] == cli_config["model"]
+    assert py_config["chosen_for_data"] == cli_config["chosen_for_data"]
+    assert "learning_rate" not in py_config["chosen_for_data"]  # given, not chosen
+    assert result.test_nll == pytest.approx(summary["test_nll"], rel=1e-6)
+    assert [r["epoch"] for r in result.history] == [1, 2] and result.dist.dim == 2
+    assert bool(eqx.tree_equal(ffjord.load(tmp_path / "py"), result.dist))
+
+
+def test_python_train_resumes_and_names_the_parameter_that_differs(moons_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "moons"
+    shutil.copytree(moons_run, run)
+    with pytest.raises(ffjord.InputError) as caught:
+        ffjord.train(run, resume=True, learning_rate=0.5, show_progress=False)
+    assert str(caught.value) == (
+        "learning_rate 0.5 differs from the run's 0.01; resume=True continues with the run's "
+        "own settings (only epochs may change)"
+    )
+    result = ffjord.train(run, resume=True, epochs=3, show_progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert _rows(run)[:2] == _rows(moons_run)

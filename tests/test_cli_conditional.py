@@ -276,7 +276,7 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
         32,
         "independent",
     )
-    assert cfg["test_every"] == cfg["epochs"] and cfg["lr"] == 3e-3
+    assert cfg["test_every"] == cfg["epochs"] and cfg["learning_rate"] == 3e-3
     assert {"objective", "context_features", "test_every"} <= set(cfg["chosen_for_data"])
     asked = new_settings({"data": str(many), "context_dims": 40, "objective": "likelihood"})[0]
     assert (asked["objective"], asked["blocks"], asked["context_features"]) == ("likelihood", 2, 32)
@@ -289,7 +289,7 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     # 10 data columns (8 of the conditions now count as data), 32 conditions: one block,
     # warmed by 25,000 flow-matching steps (400 epochs at most) on 1,620 fitted rows
     assert (few["blocks"], few["warm_start"]) == (1, 400)
-    assert {"blocks", "warm_start", "epochs", "lr"} <= set(few["chosen_for_data"])
+    assert {"blocks", "warm_start", "epochs", "learning_rate"} <= set(few["chosen_for_data"])
     assert asked["warm_start"] == 0  # many conditions: no warm start by default
     cold = new_settings({"data": str(many), "context_dims": 32, "warm_start": 0})[0]
     assert (cold["blocks"], cold["warm_start"]) == (1, 0)

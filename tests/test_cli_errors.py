@@ -333,7 +333,11 @@ def test_resume_directory_that_is_not_a_run(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, phrase",
     [
-        (["--lr", "0.5"], "--lr 0.5 differs from the run's 0.01; --resume continues"),
+        (
+            ["--lr", "0.5"],
+            "--lr 0.5 differs from the run's 0.01; --resume continues with the run's own "
+            "settings (only --epochs may change)",
+        ),
         (["--hidden", "16"], "--hidden 16 differs from the run's 4"),
         (["--data", "circles"], "--data circles differs from the run's moons"),
         (["--warm-start", "3"], "--warm-start 3 differs from the run's 0"),

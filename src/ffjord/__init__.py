@@ -16,12 +16,14 @@ from ._ffjord import FFJORD as FFJORD
 from ._objectives import AbstractObjective as AbstractObjective
 from ._objectives import FlowMatching as FlowMatching
 from ._objectives import MaximumLikelihood as MaximumLikelihood
+from ._plan import train as train
 from ._run import load as load
 from ._sampling import OutsideBox as OutsideBox
 from ._sampling import sample_within as sample_within
 from ._trace import AbstractTrace as AbstractTrace
 from ._trace import ExactTrace as ExactTrace
 from ._trace import HutchinsonTrace as HutchinsonTrace
+from ._train import Training as Training
 from ._train import fit as fit
 from ._train import fit_to_density as fit_to_density
 from ._trainer import TrainingDiverged as TrainingDiverged
@@ -53,6 +55,7 @@ __all__ = [
     "ProjectedContext",
     "SolveStats",
     "StandardizedContext",
+    "Training",
     "TrainingDiverged",
     "TransformedDistribution",
     "UnitInterval",
@@ -61,4 +64,5 @@ __all__ = [
     "for_inference",
     "load",
     "sample_within",
+    "train",
 ]

@@ -14,7 +14,8 @@ WARM_START_LR = 3e-3  # 0.2's warm start: flow matching at this learning rate (n
 
 def _training(cfg: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """`training` of a run made by `ffjord train` (its optimiser came from its settings)."""
-    return TrainingOptions.from_settings(cfg).replace(**changes).to_config()
+    settings = {**cfg, "learning_rate": cfg["lr"]}  # the flat setting, not the engine's copy
+    return TrainingOptions.from_settings(settings).replace(**changes).to_config()
 
 
 def upgrade(cfg: dict[str, Any]) -> dict[str, Any]:

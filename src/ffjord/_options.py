@@ -105,13 +105,13 @@ class TrainingOptions:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], devices: Any = None) -> "TrainingOptions":
-        """The options of `ffjord train`'s flat settings (`lr`, `schedule`, ...), as the
-        command line names them and format-2 run directories recorded them (runs made
-        before `schedule`, `weight_decay` or `test_every` have none: their defaults)."""
+        """The options among `ffjord.train`'s flat settings (`learning_rate`, `schedule`,
+        ...; runs made before `schedule`, `weight_decay` or `test_every` have none: their
+        defaults)."""
         return cls(
             epochs=settings["epochs"],
             batch_size=settings["batch_size"],
-            learning_rate=settings["lr"],
+            learning_rate=settings["learning_rate"],
             schedule=settings.get("schedule", "constant"),
             weight_decay=settings.get("weight_decay", 0.0),
             validation=settings["validation"],

@@ -1,8 +1,8 @@
-"""What a run trains, as typed values: the model (`ModelOptions`), and the settings the
-plain command chooses from the data (`data_defaults`), shared by the command line and
-the Python entry points.
+"""A run of `ffjord train`, from Python (`train`) and the command line: what it trains, as
+typed values (the model, `ModelOptions`), and the settings chosen from the data
+(`data_defaults`).
 
-`ffjord train`'s options are flat (`blocks`, `lr`, ...): the tutorial's defaults
+Its options are flat (`blocks`, `learning_rate`, ...): the tutorial's defaults
 (`TUTORIAL`), or for a data file those `data_defaults` chooses from its size and
 dimension. `RunPlan.from_settings` turns them into one typed description of a run:
 `ModelOptions` (which `build` turns into a model), `TrainingOptions`, an objective and
@@ -17,6 +17,8 @@ Example:
 
 import dataclasses
 import math
+import os
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import jax
@@ -28,9 +30,10 @@ from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._objectives import COUPLINGS, AbstractObjective, FlowMatching, MaximumLikelihood
 from ._options import TrainingOptions, WarmStart
+from ._run import RunDir, training_dtype
 from ._source import DataSource
 from ._spec import ADJOINTS, SOLVERS, build
-from ._train import fit_size
+from ._train import Points, RunTarget, Training, fit_size, run_training
 from ._trainer import Trainer
 from ._vector_field import ACTIVATIONS
 
@@ -42,7 +45,7 @@ TUTORIAL: dict[str, Any] = {
     "data": "moons",
     "epochs": 40,
     "batch_size": 256,
-    "lr": 1e-2,
+    "learning_rate": 1e-2,
     "schedule": "constant",
     "weight_decay": 0.0,
     "blocks": 4,
@@ -82,7 +85,7 @@ FLOW_MATCHING: dict[str, Any] = {
     "coupling": "ot",
     "batch_size": 64,
     "epochs": 40,
-    "lr": 1e-2,
+    "learning_rate": 1e-2,
     "schedule": "cosine",
 }
 BASE_SCALE_TOY = 0.8  # the tutorial's base N(0, 0.8^2 I)
@@ -405,7 +408,7 @@ def data_defaults(
         "trace": "exact",
         "batch_size": batch_size,
         "epochs": _epochs_for(DEFAULT_STEPS, fitted, batch_size),
-        "lr": 5e-3 if dim <= WIDE_ABOVE else 1e-2,
+        "learning_rate": 5e-3 if dim <= WIDE_ABOVE else 1e-2,
         "schedule": "cosine",
         "weight_decay": 0.1 if dim <= WIDE_ABOVE else 1.0,
         "validation": validation,
@@ -419,14 +422,14 @@ def data_defaults(
             blocks=1,
             warm_start=_epochs_for(FLOW_MATCHING_STEPS, fitted, FLOW_MATCHING["batch_size"]),
             epochs=_epochs_for(WARM_STARTED_STEPS, fitted, batch_size),
-            lr=2e-3,
+            learning_rate=2e-3,
         )
     if objective == "flow-matching":
         chosen.update(FLOW_MATCHING, coupling=coupling_for(context_dims))
         if many:
             batch = FLOW_MATCHING["batch_size"]
             epochs = _epochs_for(FLOW_MATCHING_STEPS, fitted, batch)
-            chosen.update(lr=3e-3, epochs=epochs, test_every=epochs)
+            chosen.update(learning_rate=3e-3, epochs=epochs, test_every=epochs)
     return chosen
 
 
@@ -568,7 +571,7 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         "data": data["name"],
         "epochs": training.epochs,
         "batch_size": training.batch_size,
-        "lr": training.learning_rate,
+        "learning_rate": training.learning_rate,
         "schedule": training.schedule,
         "weight_decay": training.weight_decay,
         "validation": training.validation,
@@ -583,3 +586,115 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         "context_dims": data.get("context_dims", 0),
         "chosen_for_data": config.get("chosen_for_data", []),
     }
+
+
+def resume_settings(
+    run: RunDir, given: dict[str, Any]
+) -> tuple[dict[str, Any], DataSource, np.ndarray, np.ndarray]:
+    """(settings, source, training rows, held-out rows) of the run in `run` to resume: its
+    own settings, which the options `given` must match (only `epochs` may change)."""
+    config = run.require_made_by_train("resume")
+    cfg = settings_of(config)
+    for name, value in given.items():
+        if name == "epochs":
+            continue
+        saved = cfg[name]
+        same = value == saved or (name == "data" and Path(value).resolve() == Path(saved))
+        if not same:
+            raise InputError(
+                f"{name} {value} differs from the run's {saved}; resume=True continues with "
+                "the run's own settings (only epochs may change)",
+                parameters=(name, "resume=True", "epochs"),
+            )
+    if "epochs" in given:
+        cfg["epochs"] = given["epochs"]
+    RunPlan.from_settings(cfg)  # checked; written by the engine once the checkpoint loads
+    source = DataSource.from_config(config["data"])
+    return (cfg, source, *source.load())
+
+
+def train(
+    run_dir: str | os.PathLike[str],
+    *,
+    data: str | None = None,
+    resume: bool = False,
+    context_dims: int | None = None,
+    context_features: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    schedule: str | None = None,
+    weight_decay: float | None = None,
+    blocks: int | None = None,
+    hidden: int | None = None,
+    layers: int | None = None,
+    activation: str | None = None,
+    trace: str | None = None,
+    solver: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int | None = None,
+    objective: str | None = None,
+    warm_start: int | None = None,
+    coupling: str | None = None,
+    kinetic: float | None = None,
+    jacobian_frobenius: float | None = None,
+    validation: float | None = None,
+    patience: int | None = None,
+    test_every: int | None = None,
+    adjoint: str | None = None,
+    logit: float | None = None,
+    checkpoints: int | None = None,
+    seed: int | None = None,
+    devices: int | None = None,
+    show_progress: bool = True,
+) -> Training:
+    """What `ffjord train` does, from Python: train on `data` and write the run directory
+    `run_dir` (which `ffjord sample`, `ffjord.load` and `ffjord.figures.plot_run` read).
+
+    `data` is a built-in set (`moons`, the default, `digits`, ...), the simulator `arcs`
+    or a `.npy` / `.csv` file whose last `context_dims` columns are conditions. Every
+    other keyword is the `ffjord train` option of the same name (`learning_rate` is
+    `--lr`; docs/cli.md); an option left out (`None`) takes the tutorial's value for the
+    built-in 2-D sets, and for a file or a simulator the value chosen from the data's
+    size and dimension (docs/DEFAULTS.md; `config.json` lists them under
+    `chosen_for_data`). `resume=True` continues the run in `run_dir` with its own
+    settings (only `epochs` may change). `devices` splits every batch over the first
+    `devices` of JAX's devices.
+
+    Returns the `Training`: the kept model (`dist`), the per-epoch `history` and the
+    held-out NLL of the kept model (`test_nll`).
+
+    Example:
+        >>> import os, tempfile, ffjord
+        >>> run_dir = os.path.join(tempfile.mkdtemp(), "run")
+        >>> result = ffjord.train(run_dir, data="circles", epochs=1, blocks=1, hidden=4,
+        ...                       show_progress=False)
+        >>> len(result.history), result.dist.dim, result.test_nll > 0
+        (1, 2, True)
+    """
+    given = {name: value for name, value in _settings_given(locals()).items() if value is not None}
+    run = RunDir(run_dir)
+    if resume:
+        cfg, source, train_rows, test_rows = resume_settings(run, given)
+    else:
+        cfg, source, train_rows, test_rows = new_settings(given)
+    plan = RunPlan.from_settings(cfg, devices=devices)
+    dist = plan.model.build(source, train_rows, plan.seed)
+    train_rows, test_rows = train_rows.astype(training_dtype()), test_rows.astype(training_dtype())
+    return run_training(
+        plan.key,
+        dist,
+        Points(*source.split(train_rows)),
+        test=Points(*source.split(test_rows)),
+        objective=plan.objective,
+        options=plan.training,
+        warm_start=plan.warm_start,
+        run=RunTarget(run.path, resume, source, tuple(cfg["chosen_for_data"])),
+        show_progress=show_progress,
+    )
+
+
+def _settings_given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """`train`'s keyword arguments that are settings (`TUTORIAL`'s keys)."""
+    return {name: arguments[name] for name in TUTORIAL}

@@ -107,25 +107,35 @@ class RunDir:
         """Read the checkpoint into the shape of `template`; refuse anything that does not fit."""
         return self._read_checkpoint(template, whole=True)
 
-    def saved_epoch(self, dist: TransformedDistribution) -> int:
-        """The epoch of the checkpoint on disk, for a model of `dist`'s structure (0 if
-        there is none or it cannot be read)."""
-        if not self.checkpoint.exists():
+    def saved_epoch(self) -> int:
+        """The epoch of the checkpoint on disk (0 if there is none or it cannot be read)."""
+        if not (self.checkpoint.exists() and self.config.exists()):
             return 0
         try:
-            return int(self.load_model_state(Trainer(dist).init(jax.random.key(0))).epoch)
-        except InputError:
+            return int(open_run(self.path)[3].epoch)
+        except (InputError, KeyError, TypeError):
             return 0
 
-    def saved_progress(self, dist: TransformedDistribution, warm_start: str) -> str:
+    def saved_progress(self, warm_start: str) -> str:
         """What an interrupted run has on disk, in words: its checkpoint's epoch, else its
         warm start's (in the sub-directory `warm_start`), else that no epoch finished."""
-        if saved := self.saved_epoch(dist):
+        if saved := self.saved_epoch():
             return f"the checkpoint of epoch {saved} is saved in {self.path}"
         warm = RunDir(self.path / warm_start)
-        if warmed := warm.saved_epoch(dist):
+        if warmed := warm.saved_epoch():
             return f"the warm start's checkpoint of epoch {warmed} is saved in {warm.path}"
         return "no epoch had finished"
+
+    def require_made_by_train(self, what: str) -> dict[str, Any]:
+        """The config of a run `ffjord train` made, which records its data (`what`: the
+        verb of the refused action, e.g. "resume")."""
+        config = self.require()
+        if config.get("made_by") != "ffjord train":
+            raise InputError(
+                f"{self.path} was made by ffjord.fit, which does not store its data; {what} "
+                "it from Python (ffjord.fit(..., run_dir=..., resume=True), ffjord.load)"
+            )
+        return config
 
     def read_rows(self, path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(points, conditions or None) of a data file laid out like the run's data (its

@@ -74,12 +74,25 @@ class RunTarget:
 
 @dataclasses.dataclass
 class Training:
-    """What a finished (or stopped) training leaves: the model, its history and state."""
+    """What a finished training leaves (`ffjord.train`): the kept model `dist` (the best
+    epoch's with `validation`, else the last's), the per-epoch `history` (the rows of
+    `metrics.jsonl`), the `trainer` and its final `state`, the training `options` and
+    the kept model's held-out NLL `test_nll` (None without test data).
+
+    Example:
+        >>> import os, tempfile, ffjord
+        >>> run_dir = os.path.join(tempfile.mkdtemp(), "run")
+        >>> done = ffjord.train(run_dir, data="circles", epochs=2, blocks=1, hidden=4,
+        ...                     validation=0.1, show_progress=False)
+        >>> done.options.validation, int(done.state.epoch), done.state.kept_epoch in (1, 2)
+        (0.1, 2, True)
+    """
 
     dist: TransformedDistribution
     history: list[dict]
     trainer: Trainer
     state: TrainState
+    options: TrainingOptions
     test_nll: float | None = None  # the kept model's held-out NLL (with test data)
 
 
@@ -280,7 +293,7 @@ def run_training(
         test_nll = history[best - 1].get("test_nll") if 0 < best <= len(history) else None
         if test_nll is None:  # an epoch between `test_every`'s: measure the kept model now
             test_nll = float(-np.mean(trainer.log_prob(kept, test.points, test.context)))
-    return Training(kept, history, trainer, state, test_nll)
+    return Training(kept, history, trainer, state, options, test_nll)
 
 
 def _run_config(

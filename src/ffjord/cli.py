@@ -30,24 +30,19 @@ from ._plan import (
     TRACES,
     TUTORIAL,
     RunPlan,
-    new_settings,
     settings_of,
+    train,
 )
 from ._run import RunDir, open_run, training_dtype
 from ._sampling import OutsideBox, sample_within
 from ._source import DataSource
-from ._train import Points, RunTarget, run_training
 from ._trainer import Trainer, TrainingDiverged, TrainState
 from ._vector_field import ACTIVATIONS
 from ._version import __version__
 from .figures import plot_run
 
-OPTION_NAMES = list(TUTORIAL)
-
-
 FLAGS = {  # the library's parameter names as the command line spells them, for messages
     "learning_rate": "--lr",
-    "lr": "--lr",
     "run_dir": "--out",
     "resume=True": "--resume",
     "data": "--data",
@@ -74,7 +69,7 @@ TRAIN_OPTIONS: dict[str, tuple] = {
                          "docs/DEFAULTS.md)", "R"),
     "epochs": (int, "passes over the data (default 40)"),
     "batch_size": (int, "default 256"),
-    "lr": (float, "Adam learning rate (default 1e-2)"),
+    "learning_rate": (float, "Adam learning rate (default 1e-2)"),
     "schedule": (SCHEDULES, "learning rate: constant (default) or cosine decay to 5%% over "
                  "the run"),
     "weight_decay": (float, "decoupled weight decay (AdamW), relative to the learning rate "
@@ -208,63 +203,16 @@ def _open_model(path: str):
 # Commands ------------------------------------------------------------------------------------
 
 
-def _made_by_train(run: RunDir, cfg: dict[str, Any], what: str) -> None:
-    if cfg.get("made_by") != "ffjord train":
-        raise InputError(
-            f"{run.path} was made by ffjord.fit, which does not store its data; {what} it "
-            "from Python (ffjord.fit(..., run_dir=..., resume=True), ffjord.load)"
-        )
-
-
-def _resume_settings(run: RunDir, args: argparse.Namespace):
-    """(settings, source, training rows, held-out rows) of the run to resume."""
-    config = run.require()
-    _made_by_train(run, config, "resume")
-    cfg = settings_of(config)
-    for name in OPTION_NAMES:
-        value = getattr(args, name, None)
-        if value is None or name == "epochs":
-            continue
-        saved = cfg[name]
-        same = value == saved or (name == "data" and Path(value).resolve() == Path(saved))
-        if not same:
-            raise InputError(
-                f"{flag(name)} {value} differs from the run's {saved}; "
-                "--resume continues with the run's own settings (only --epochs may change)"
-            )
-    if args.epochs is not None:
-        cfg["epochs"] = args.epochs
-    RunPlan.from_settings(cfg)  # checked; written by the engine once the checkpoint loads
-    source = DataSource.from_config(config["data"])
-    return (cfg, source, *source.load())
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     start_processes(args.coordinator, args.num_processes, args.process_id)
-    run = RunDir(args.out)
-    if args.resume:
-        cfg, source, train, test = _resume_settings(run, args)
-    else:
-        given = {name: getattr(args, name, None) for name in OPTION_NAMES}
-        cfg, source, train, test = new_settings({k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
-    plan = RunPlan.from_settings(cfg, devices=args.devices)
-    dist = plan.model.build(source, train, plan.seed)
-    train, test = train.astype(training_dtype()), test.astype(training_dtype())
+    given = {name: getattr(args, name) for name in TUTORIAL}
     try:
-        result = run_training(
-            plan.key,
-            dist,
-            Points(*source.split(train)),
-            test=Points(*source.split(test)),
-            objective=plan.objective,
-            options=plan.training,
-            warm_start=plan.warm_start,
-            run=RunTarget(run.path, args.resume, source, tuple(cfg["chosen_for_data"])),
-            show_progress=not args.quiet,
-        )
+        result = train(args.out, resume=args.resume, devices=args.devices,
+                       show_progress=not args.quiet, **given)  # fmt: skip
     except KeyboardInterrupt:
-        done = run.saved_progress(dist, WARM_START_DIR)  # wherever Ctrl-C landed
+        run = RunDir(args.out)
+        done = run.saved_progress(WARM_START_DIR)  # wherever Ctrl-C landed
         print(
             f"ffjord: interrupted; {done}; continue with: ffjord train --out {run.path} --resume",
             file=sys.stderr,
@@ -278,16 +226,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if jax.process_index() > 0:  # process 0 writes the figures and reports
         return 0
     if args.figures:
-        plot_run(run.path)
-    best = state.kept_epoch
+        plot_run(args.out)
     summary = {
-        "run": str(run.path),
+        "run": str(RunDir(args.out).path),
         "epochs": int(state.epoch),
         "test_nll": result.test_nll,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    if cfg["validation"] > 0:
-        summary["best_epoch"] = best
+    if result.options.validation > 0:
+        summary["best_epoch"] = state.kept_epoch
     print(json.dumps(summary))
     return 0
 
@@ -373,7 +320,7 @@ def cmd_density(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     run, cfg, _, _ = _open_run(args.run)
-    _made_by_train(run, cfg, "plot")
+    run.require_made_by_train("plot")
     print(json.dumps({"figures": [str(p) for p in plot_run(run.path)]}))
     return 0
 
