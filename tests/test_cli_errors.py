@@ -176,6 +176,21 @@ def test_train_bad_data_file(capsys, files, tmp_path, case):
     )
 
 
+def test_train_refuses_a_constant_data_column(capsys, tmp_path):
+    rows = np.random.default_rng(0).normal(size=(300, 4))
+    rows[:, 1] = 0.5  # a parameter column that never varies (a condition column may)
+    rows[:, 3] = 2.0
+    np.save(tmp_path / "flat.npy", rows)
+    out = tmp_path / "new_run"
+    check(
+        capsys,
+        ["train", "--out", out, "--data", tmp_path / "flat.npy", "--context-dims", "1", *QUIET],
+        "data column 1 (counting from 0) has no spread: every row holds 0.5, and a density "
+        "cannot be fitted to a constant; drop the column",
+        keep=[tmp_path / "flat.npy", out],
+    )
+
+
 def test_train_unreadable_file(capsys, files, tmp_path):
     path = files / "good.npy"
     path.chmod(0)

@@ -231,6 +231,7 @@ def test_fit_rejects_bad_options(getkey, kwargs, message):
         (np.zeros((10, 3)), "data has dimension 3 but the model is 2-dimensional"),
         (np.array([[0.0, np.nan]] * 300), "300 rows with NaN"),
         (np.zeros(5), "non-empty array of shape"),
+        (np.c_[np.arange(300.0), np.full(300, -3.0)], "data column 1 .* every row holds -3"),
     ],
 )
 def test_fit_rejects_bad_data(getkey, data, message):

@@ -191,6 +191,14 @@ def checked_points(dist: TransformedDistribution, data: Points, test: Points | N
     """`(data, test)` as finite float arrays of the model's dimension, their conditions
     row-aligned and of the width the model takes; one-line errors otherwise."""
     train = check_data(data.points, "data", dist.dim)
+    constant = np.flatnonzero(np.all(train == train[:1], axis=0)) if len(train) > 1 else []
+    if len(constant):
+        column = int(constant[0])
+        raise InputError(
+            f"data column {column} (counting from 0) has no spread: every row holds "
+            f"{float(train[0, column]):g}, and a density cannot be fitted to a constant; "
+            "drop the column"
+        )
     ctx = None if data.context is None else check_data(data.context, "context", None, len(train))
     if test is not None:
         if (test.context is None) != (ctx is None):
