@@ -236,3 +236,12 @@ def test_python_train_resumes_and_names_the_parameter_that_differs(moons_run, tm
     result = ffjord.train(run, resume=True, epochs=3, show_progress=False)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert _rows(run)[:2] == _rows(moons_run)
+
+
+def test_python_train_checks_the_support_against_the_data(tmp_path):
+    with pytest.raises(ffjord.InputError) as caught:
+        ffjord.train(tmp_path / "run", data="circles", support=[(0, 1)], show_progress=False)
+    assert str(caught.value) == "support gives 1 (low, high) pairs but the data have 2 columns"
+    with pytest.raises(ffjord.InputError, match="support must give .low, high. for each"):
+        ffjord.train(tmp_path / "run", data="circles", support=[1, 2], show_progress=False)
+    assert not (tmp_path / "run").exists()

@@ -193,12 +193,15 @@ def test_sample_keeps_draws_within_the_training_data_range(
     cfg = run_settings(conditional_run)
     np.testing.assert_allclose(cfg["data_range"]["low"], train[:, :2].min(axis=0))
     np.testing.assert_allclose(cfg["data_range"]["high"], train[:, :2].max(axis=0))
+    recorded = json.loads((conditional_run / "config.json").read_text())["data"]["support"]
+    assert recorded == {**cfg["data_range"], "from": "training data"}
+    assert cfg["support"] is None  # the settings hold only a support that was given
     run = tmp_path / "run"
     shutil.copytree(conditional_run, run)
     # A narrower recorded range: about a quarter of the draws at condition 700 (around
     # (2, -2), sd 0.3) fall inside it, so most must be redrawn.
     config = json.loads((run / "config.json").read_text())
-    config["data"]["data_range"] = {"low": [2.0, -3.0], "high": [3.0, -2.0]}
+    config["data"]["support"] = {"low": [2.0, -3.0], "high": [3.0, -2.0], "from": "training data"}
     (run / "config.json").write_text(json.dumps(config))
     conditions = tmp_path / "conditions.npy"
     np.save(conditions, np.array([[700.0], [690.0]], np.float32))
@@ -214,13 +217,42 @@ def test_sample_keeps_draws_within_the_training_data_range(
     assert 0.1 < np.mean(np.all((kept >= [2, -3]) & (kept <= [3, -2]), axis=1)) < 0.6
 
     config = json.loads((run / "config.json").read_text())
-    config["data"]["data_range"] = {"low": [50.0, 50.0], "high": [51.0, 51.0]}  # nothing there
+    config["data"]["support"] = {"low": [50, 50], "high": [51, 51], "from": "training data"}
     (run / "config.json").write_text(json.dumps(config))
     code, _, err = cli(capsys, "sample", run, "-n", "100", "--context", conditions,
                        "-o", tmp_path / "none.npy")  # fmt: skip
     assert code == 2 and err.count("\n") == 1
     assert "only 0% of the model's draws for condition 1 lie within the training data's" in err
     assert not (tmp_path / "none.npy").exists()
+
+
+def test_a_given_support_bounds_the_draws_and_is_recorded(pairs_file, tmp_path, capsys):
+    """`--support LOW:HIGH,...` (an empty bound: unbounded) replaces the training data's
+    range as the box draws are kept within; it is recorded, checked against the
+    training rows, and must match on --resume."""
+    from ffjord import datasets
+
+    train, _ = datasets.split_holdout(np.load(pairs_file), 0.1, 0)
+    top = float(train[:, 0].max())
+    out = tmp_path / "run"
+    support = f"-100:{top + 1:g},:"
+    code, _, err = cli(capsys, "train", "--out", out, "--data", pairs_file, "--context-dims",
+                       "1", "--support", support, *SMALL, "--quiet")  # fmt: skip
+    assert code == 0, err
+    recorded = json.loads((out / "config.json").read_text())["data"]["support"]
+    assert recorded == {"low": [-100.0, None], "high": [float(f"{top + 1:g}"), None],
+                        "from": "given"}  # fmt: skip
+    code, _, _ = cli(capsys, "sample", out, "-n", "300", "--context", "700",
+                     "-o", tmp_path / "s.npy")  # fmt: skip
+    assert code == 0 and np.all(np.load(tmp_path / "s.npy")[:, 0] <= top + 1)
+    code, _, err = cli(capsys, "train", "--out", out, "--resume", "--support", "0:1,:", "--quiet")
+    assert code == 2 and "--support [[0.0, 1.0], [None, None]] differs from the run's" in err
+    low = float(np.sort(train[:, 0])[5])
+    code, _, err = cli(capsys, "train", "--out", tmp_path / "new", "--data", pairs_file,
+                       "--context-dims", "1", "--support", f"{low}:,:", "--quiet")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1
+    assert f"5 training rows lie outside the --support of column 0 ({low:g}:)" in err
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_projected_condition_round_trips(tmp_path, capsys):

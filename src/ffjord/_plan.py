@@ -18,6 +18,7 @@ Example:
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -71,6 +72,7 @@ TUTORIAL: dict[str, Any] = {
     "seed": 0,
     "context_dims": 0,
     "context_features": 0,
+    "support": None,
 }
 # Flow matching's defaults where the tutorial's do not suit it (measured on the toy
 # sets, docs/OBJECTIVES.md): one block (flow matching trains a single block) of a deeper,
@@ -549,6 +551,9 @@ def new_settings(
         chosen["trace"] = cfg["trace"] = "hutchinson"  # no closed form: exact costs d JVPs
     cfg["chosen_for_data"] = sorted(k for k, v in chosen.items() if cfg[k] == v and k not in given)
     check_settings(cfg)
+    if cfg["support"] is not None:
+        source = source.with_support(cfg["support"], source.split(train)[0])
+        cfg["support"] = [[low, high] for low, high in zip(*_given_box(source), strict=True)]
     if cfg["logit"] and not source.in_unit_cube:
         span = source.value_range
         reach = f" (they span {span[0]:.4g}..{span[1]:.4g})" if span else ""
@@ -585,7 +590,20 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         "seed": data["seed"],
         "context_dims": data.get("context_dims", 0),
         "chosen_for_data": config.get("chosen_for_data", []),
+        "support": _given_support(DataSource.from_config(data)),
     }
+
+
+def _given_box(source: DataSource) -> tuple[list, list]:
+    assert source.support is not None
+    return source.support["low"], source.support["high"]
+
+
+def _given_support(source: DataSource) -> list[list[float | None]] | None:
+    """The support given to a run (`[[low, high], ...]`), None if none was given."""
+    if source.support is None or source.support.get("from") != "given":
+        return None
+    return [[low, high] for low, high in zip(*_given_box(source), strict=True)]
 
 
 def resume_settings(
@@ -646,6 +664,7 @@ def train(
     logit: float | None = None,
     checkpoints: int | None = None,
     seed: int | None = None,
+    support: Sequence[tuple[float | None, float | None]] | None = None,
     devices: int | None = None,
     show_progress: bool = True,
 ) -> Training:
@@ -660,7 +679,9 @@ def train(
     size and dimension (docs/DEFAULTS.md; `config.json` lists them under
     `chosen_for_data`). `resume=True` continues the run in `run_dir` with its own
     settings (only `epochs` may change). `devices` splits every batch over the first
-    `devices` of JAX's devices.
+    `devices` of JAX's devices. `support` gives each data column's `(low, high)` (`None`:
+    unbounded), the box `ffjord sample` keeps draws within; without it, a conditional
+    run's draws are kept within the training data's range.
 
     Returns the `Training`: the kept model (`dist`), the per-epoch `history` and the
     held-out NLL of the kept model (`test_nll`).
@@ -674,6 +695,8 @@ def train(
         (1, 2, True)
     """
     given = {name: value for name, value in _settings_given(locals()).items() if value is not None}
+    if "support" in given:
+        given["support"] = _as_pairs(given["support"])
     run = RunDir(run_dir)
     if resume:
         cfg, source, train_rows, test_rows = resume_settings(run, given)
@@ -693,6 +716,15 @@ def train(
         run=RunTarget(run.path, resume, source, tuple(cfg["chosen_for_data"])),
         show_progress=show_progress,
     )
+
+
+def _as_pairs(support: Any) -> Any:
+    """`support` as a list of `[low, high]` lists (as `config.json` records it), when it
+    has that shape; otherwise as given, for `DataSource.with_support` to refuse."""
+    try:
+        return [[low, high] for low, high in support]
+    except (TypeError, ValueError):
+        return support
 
 
 def _settings_given(arguments: dict[str, Any]) -> dict[str, Any]:

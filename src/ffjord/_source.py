@@ -20,6 +20,23 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _bound(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(number)
+    return number
+
+
+def _show(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def _first_outside(column: np.ndarray, low: float, high: float) -> float:
+    return float(column[(column < low) | (column > high)][0])
+
+
 def plot_limits(points: np.ndarray) -> list[float]:
     """A square box around the middle 99% of 2-D points, with a margin."""
     lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
@@ -36,8 +53,10 @@ class DataSource:
     absolute path of a `.npy`/`.csv` file (checked against `sha256` when read again);
     `context_dims` of its last columns are conditions. `limits` (2-D data: the figures'
     box), `value_range` (every value of the points) and `data_range` (per column, for
-    conditional data: where `ffjord sample` keeps a posterior's draws) describe the
-    training points.
+    conditional data) describe the training points. `support` is the box `ffjord sample`
+    keeps draws within (`low` / `high` per data column, `None` unbounded) and where it came
+    from: `"given"` (`with_support`), or for conditional data `"training data"` (its
+    `data_range`, as a uniform prior's box); `None`: draws are not restricted.
 
     Example:
         >>> source, train, test = DataSource.open("moons", seed=0)
@@ -55,6 +74,7 @@ class DataSource:
     limits: list[float] | None = None
     value_range: list[float] | None = None
     data_range: dict[str, list[float]] | None = None
+    support: dict[str, Any] | None = None
 
     @classmethod
     def open(
@@ -127,7 +147,53 @@ class DataSource:
             limits=plot_limits(points) if self.dim == 2 else None,
             value_range=[float(points.min()), float(points.max())],
             data_range=data_range,
+            support=None if data_range is None else {**data_range, "from": "training data"},
         )
+
+    def with_support(self, bounds: Any, train: np.ndarray) -> "DataSource":
+        """This source with the support `bounds` given: one `(low, high)` per data column,
+        `None` for an unbounded side; every training row must lie within it."""
+        try:
+            pairs = [(_bound(low), _bound(high)) for low, high in bounds]
+        except (TypeError, ValueError):
+            raise InputError(
+                f"support must give (low, high) for each data column, got {bounds!r}",
+                parameters=("support",),
+            ) from None
+        if len(pairs) != self.dim:
+            raise InputError(
+                f"support gives {len(pairs)} (low, high) pairs but the data have {self.dim} "
+                "columns",
+                parameters=("support",),
+            )
+        points, _ = self.split(train)
+        for j, (low, high) in enumerate(pairs):
+            if low is not None and high is not None and not low < high:
+                raise InputError(
+                    f"support of column {j} needs low < high, got {low:g}:{high:g}",
+                    parameters=("support",),
+                )
+            lo = -np.inf if low is None else low
+            hi = np.inf if high is None else high
+            outside = int(np.sum((points[:, j] < lo) | (points[:, j] > hi)))
+            if outside:
+                raise InputError(
+                    f"{outside} training rows lie outside the support of column {j} "
+                    f"({_show(low)}:{_show(high)}), e.g. {_first_outside(points[:, j], lo, hi):g}",
+                    parameters=("support",),
+                )
+        low, high = [p[0] for p in pairs], [p[1] for p in pairs]
+        return dataclasses.replace(self, support={"low": low, "high": high, "from": "given"})
+
+    def sampling_box(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(low, high) per data column that draws are kept within (infinite where
+        unbounded), or None."""
+        box = self.support or self.data_range  # runs made before `support` was recorded
+        if box is None:
+            return None
+        low = np.array([-np.inf if v is None else v for v in box["low"]], np.float64)
+        high = np.array([np.inf if v is None else v for v in box["high"]], np.float64)
+        return low, high
 
     @property
     def in_unit_cube(self) -> bool:
@@ -162,7 +228,10 @@ class DataSource:
         return datasets.split_holdout(datasets.load_array(path), FILE_TEST_SHARE, seed)
 
     def to_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        config = dataclasses.asdict(self)
+        if config["support"] is None:  # as runs made before `support` recorded it
+            del config["support"]
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "DataSource":

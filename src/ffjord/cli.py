@@ -55,6 +55,22 @@ def flag(name: str) -> str:
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
+def _support(text: str) -> list[list[float | None]]:
+    """`--support 0:1,:5` -> [[0.0, 1.0], [None, 5.0]] (an empty bound: unbounded)."""
+    pairs = []
+    for item in text.split(","):
+        bounds = item.split(":")
+        try:
+            if len(bounds) != 2:
+                raise ValueError
+            pairs.append([float(b) if b.strip() else None for b in bounds])
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not LOW:HIGH (give one per data column, e.g. 0:1,:5)"
+            ) from None
+    return pairs
+
+
 # `ffjord train`'s options: (type or choices, help[, metavar]); defaults are the tutorial's,
 # or chosen from the data for a file (`ffjord._plan`), so none is set here.
 TRAIN_OPTIONS: dict[str, tuple] = {
@@ -109,6 +125,9 @@ TRAIN_OPTIONS: dict[str, tuple] = {
     "num_processes": (int, "how many processes train", "P"),
     "process_id": (int, "this process' number, 0..P-1", "I"),
     "seed": (int, "seed of data, initialisation and shuffles (0)"),
+    "support": (_support, "the parameters' support, LOW:HIGH per data column (an empty "
+                "bound is unbounded: 0:1,:5,0:), which ffjord sample keeps draws within "
+                "(default: a conditional run's training data range)", "LOW:HIGH,..."),
 }  # fmt: skip
 
 
@@ -296,11 +315,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run, cfg, _, model = _open_model(args.run)
     conditions = _read_conditions(args.context, run, cfg)
     source = _source(cfg)
-    box = None if source is None or args.keep_outside else source.data_range  # conditional
-    low, high = (None, None) if box is None else (box["low"], box["high"])
+    box = None if source is None or args.keep_outside else source.sampling_box()
+    low, high = (None, None) if box is None else box
+    given = source is not None and source.support is not None and source.support["from"] == "given"
+    region = "the support given to ffjord train" if given else "the training data's range"
     try:
         samples = sample_within(model, jax.random.key(args.seed), args.n, low=low, high=high,
-                                context=conditions, region="the training data's range")  # fmt: skip
+                                context=conditions, region=region)  # fmt: skip
     except OutsideBox as err:
         raise InputError(f"{err}; pass --keep-outside to keep draws outside it") from None
     save_npy(out, samples)
@@ -338,6 +359,9 @@ def _join_negative_numbers(argv: list[str]) -> list[str]:
     """`--atol -1e-5` -> `--atol=-1e-5`, so argparse reports the value, not a missing one."""
     out: list[str] = []
     for arg in argv:
+        if out and out[-1] == "--support" and arg.startswith("-"):  # e.g. --support -1:1
+            out[-1] = f"{out[-1]}={arg}"
+            continue
         if out and out[-1].startswith("--") and "=" not in out[-1] and arg.startswith("-"):
             try:
                 float(arg)
