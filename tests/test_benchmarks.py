@@ -13,11 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-MODULES = {"harness", "log_panels", "render_sbi", "render_tfp", "sbi_tasks", "trace_counts"}
+MODULES = {
+    "embedding_tasks",
+    "harness",
+    "log_panels",
+    "render_sbi",
+    "render_tfp",
+    "sbi_tasks",
+    "trace_counts",
+}
 QUICK = {"peer_tfp"}  # smoke runs of a few seconds
 SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem not in MODULES)
 
@@ -109,3 +118,33 @@ def test_the_tfp_report_renders_from_the_committed_results(tmp_path):
     # the split changed nothing: the committed report comes back, figure path aside
     committed = (ROOT / "docs" / "BENCHMARKS.md").read_text()
     assert report == committed.replace("figures/nll_vs_time.png", "fig.png")
+
+
+def test_the_embedding_tasks_likelihoods_are_the_gaussian_densities():
+    """compare_embeddings.py's exact posteriors rest on these closed forms: the AR(1)
+    likelihood is the stationary process's multivariate normal density (Toeplitz
+    covariance), the trials' the product of normal densities, up to the same constant."""
+    from scipy.stats import multivariate_normal, norm
+
+    tasks = load("embedding_tasks")
+    ar1 = tasks.TASKS["ar1"]
+    steps = 30
+    x = tasks._ar1(np.random.default_rng(0), np.array([[0.6, -0.3]]), steps)[0]
+    lags = np.abs(np.arange(steps)[:, None] - np.arange(steps)[None, :])
+    diffs = []
+    for phi, log_sigma in [(0.6, -0.3), (-0.4, 0.2), (0.1, 0.0)]:
+        cov = np.exp(2 * log_sigma) / (1 - phi**2) * phi**lags
+        exact = multivariate_normal(np.zeros(steps), cov).logpdf(x)
+        diffs.append(exact - ar1.log_likelihood(x, np.array(phi), np.array(log_sigma)))
+    np.testing.assert_allclose(diffs, diffs[0], atol=1e-9)  # the constant -T/2 log(2 pi)
+    trials = tasks.TASKS["trials"]
+    x = np.random.default_rng(1).normal(0.3, 0.5, 50)
+    diffs = [
+        norm(mu, np.exp(ls)).logpdf(x).sum() - trials.log_likelihood(x, np.array(mu), np.array(ls))
+        for mu, ls in [(0.3, np.log(0.5)), (-1.0, 0.2), (1.5, -1.0)]
+    ]
+    np.testing.assert_allclose(diffs, diffs[0], atol=1e-9)
+    # The grid holds the posterior: its draws' mean lies within a standard error of the
+    # conjugate answer (flat prior: mu | x, sigma ~ N(mean, sigma^2 / n)).
+    draws = trials.posterior_draws(np.random.default_rng(2), x, 20_000)
+    assert abs(draws[:, 0].mean() - x.mean()) < 4 * x.std() / np.sqrt(50) / np.sqrt(20_000) + 1e-3

@@ -190,13 +190,14 @@ def _rows(run_dir) -> list[dict]:
 
 
 def test_python_train_takes_every_option_of_the_command():
-    from ffjord._plan import TUTORIAL
+    from ffjord._plan import SETTINGS, TUTORIAL
     from ffjord.cli import TRAIN_OPTIONS
 
     keywords = set(inspect.signature(ffjord.train).parameters)
-    assert keywords - {"run_dir", "resume", "devices", "show_progress"} == set(TUTORIAL)
+    assert keywords - {"run_dir", "resume", "devices", "show_progress"} == set(SETTINGS)
+    assert set(SETTINGS) == {*TUTORIAL, "context_features"}  # and an alias
     cli_only = {"coordinator", "num_processes", "process_id", "devices"}
-    assert set(TRAIN_OPTIONS) - cli_only == set(TUTORIAL)
+    assert set(TRAIN_OPTIONS) - cli_only == set(SETTINGS)
 
 
 def test_python_train_writes_what_the_command_writes(tmp_path, capsys):

@@ -269,7 +269,7 @@ def test_a_projected_condition_round_trips(tmp_path, capsys):
                        "--quiet")  # fmt: skip
     assert code == 0, err
     cfg = run_settings(out)
-    assert cfg["context_features"] == 2
+    assert (cfg["embedding"], cfg["embedding_features"]) == ("linear", 2)
     inner = cfg["model"]["bijector"]["bijector"]
     assert (inner["type"], inner["context_dim"], inner["features"]) == ("ProjectedContext", 40, 2)
     y_test, c_test = pairs_through_one_statistic(500, 1)
@@ -303,21 +303,26 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     many = tmp_path / "many.npy"
     np.save(many, np.concatenate([y, c], axis=1).astype(np.float32))
     cfg = new_settings({"data": str(many), "context_dims": 40})[0]
-    assert (cfg["objective"], cfg["context_features"], cfg["coupling"]) == (
+    assert (cfg["objective"], cfg["embedding"], cfg["embedding_features"], cfg["coupling"]) == (
         "flow-matching",
+        "linear",
         32,
         "independent",
     )
     assert cfg["test_every"] == cfg["epochs"] and cfg["learning_rate"] == 3e-3
-    assert {"objective", "context_features", "test_every"} <= set(cfg["chosen_for_data"])
+    assert {"objective", "embedding", "embedding_features", "test_every"} <= set(
+        cfg["chosen_for_data"]
+    )
     asked = new_settings({"data": str(many), "context_dims": 40, "objective": "likelihood"})[0]
-    assert (asked["objective"], asked["blocks"], asked["context_features"]) == ("likelihood", 2, 32)
+    assert (asked["objective"], asked["blocks"]) == ("likelihood", 2)
+    assert asked["embedding_features"] == 32
     longer = new_settings({"data": str(many), "context_dims": 40, "epochs": 500})[0]
     assert longer["test_every"] == 500  # still the end of the run only
     raw = new_settings({"data": str(many), "context_dims": 40, "context_features": 0})[0]
-    assert raw["context_features"] == 0 and "context_features" not in raw["chosen_for_data"]
+    assert (raw["embedding"], raw["embedding_features"]) == ("none", 0)
+    assert not {"embedding", "embedding_features"} & set(raw["chosen_for_data"])
     few = new_settings({"data": str(many), "context_dims": 32})[0]  # 32 columns: not many
-    assert (few["objective"], few["context_features"]) == ("likelihood", 0)
+    assert (few["objective"], few["embedding"]) == ("likelihood", "none")
     # 10 data columns (8 of the conditions now count as data), 32 conditions: one block,
     # warmed by 25,000 flow-matching steps (400 epochs at most) on 1,620 fitted rows
     assert (few["blocks"], few["warm_start"]) == (1, 400)

@@ -11,6 +11,11 @@ from ._bijector import StandardizedContext as StandardizedContext
 from ._bijector import UnitInterval as UnitInterval
 from ._distributions import MultivariateNormalDiag as MultivariateNormalDiag
 from ._distributions import TransformedDistribution as TransformedDistribution
+from ._embedding import AbstractEmbedding as AbstractEmbedding
+from ._embedding import Conv1dEmbedding as Conv1dEmbedding
+from ._embedding import EmbeddedContext as EmbeddedContext
+from ._embedding import MLPEmbedding as MLPEmbedding
+from ._embedding import SetEmbedding as SetEmbedding
 from ._errors import InputError as InputError
 from ._ffjord import FFJORD as FFJORD
 from ._objectives import AbstractObjective as AbstractObjective
@@ -35,6 +40,7 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "AbstractBijector",
+    "AbstractEmbedding",
     "AbstractObjective",
     "AbstractTrace",
     "AbstractVectorField",
@@ -42,17 +48,21 @@ __all__ = [
     "CallableField",
     "Chain",
     "ContextMap",
+    "Conv1dEmbedding",
+    "EmbeddedContext",
     "ExactTrace",
     "FFJORD",
     "FlowMatching",
     "HutchinsonTrace",
     "InputError",
+    "MLPEmbedding",
     "MLPField",
     "MaximumLikelihood",
     "Mode",
     "MultivariateNormalDiag",
     "OutsideBox",
     "ProjectedContext",
+    "SetEmbedding",
     "SolveStats",
     "StandardizedContext",
     "Training",

@@ -556,7 +556,7 @@ class ContextMap(AbstractBijector):
         )
 
 
-def _check_wrapped(name: str, bijector: AbstractBijector, width: int, what: str) -> None:
+def check_wrapped(name: str, bijector: AbstractBijector, width: int, what: str) -> None:
     if not isinstance(bijector, AbstractBijector):
         raise TypeError(f"{name} wraps a bijector, got {type(bijector).__name__}")
     inner = bijector.context_dim
@@ -591,7 +591,7 @@ class StandardizedContext(ContextMap):
         shift, scale = jnp.asarray(shift), jnp.asarray(scale)
         self.context_map = Affine(shift, scale)
         width = self.context_map.dim
-        _check_wrapped("StandardizedContext", bijector, width, f"shift has {width} entries")
+        check_wrapped("StandardizedContext", bijector, width, f"shift has {width} entries")
         self.bijector = bijector
 
     def to_config(self) -> dict:
@@ -649,7 +649,7 @@ class ProjectedContext(ContextMap):
         for name, value in (("context_dim", context_dim), ("features", features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ProjectedContext: {name} must be an integer >= 1, got {value!r}")
-        _check_wrapped("ProjectedContext", bijector, features, f"features is {features}")
+        check_wrapped("ProjectedContext", bijector, features, f"features is {features}")
         self.weight = jax.random.normal(key, (features, context_dim)) / math.sqrt(context_dim)
         self.bijector = bijector
 
@@ -664,7 +664,7 @@ class ProjectedContext(ContextMap):
     @classmethod
     def from_config(cls, config: dict, keys: InitKeys) -> "ProjectedContext":
         inner = AbstractBijector.from_config(config["bijector"], keys)
-        return cls(inner, config["context_dim"], config["features"], key=keys.projection)
+        return cls(inner, config["context_dim"], config["features"], key=keys.context)
 
     @property
     def context_dim(self) -> int:

@@ -3,7 +3,7 @@
 A part that can be saved names itself (a class variable `config_type`), writes its
 settings as JSON-ready values (`to_config`) and is rebuilt from them (the classmethod
 `from_config(config, keys)`). Defining `config_type` on a subclass of an abstract part
-registers it under its family ("bijector", "field", "trace"), so `from_config` finds a
+registers it under its family ("bijector", "field", "trace", "embedding"), so `from_config` finds a
 part by the `"type"` its description names, with no list of known classes to edit.
 A part without a description (a user's own field, say) raises `NotDescribed`.
 
@@ -30,12 +30,13 @@ class NotDescribed(Exception):
 
 class InitKeys:
     """Where a model rebuilt from its description gets its initial arrays: the fields of
-    its FFJORD blocks, in forward order, from `jax.random.split(key, blocks)`, and a
-    `ProjectedContext`'s weights from `jax.random.fold_in(key, 2)`."""
+    its FFJORD blocks, in forward order, from `jax.random.split(key, blocks)`, and the
+    weights of the map of its conditions (`ProjectedContext`, an embedding) from
+    `jax.random.fold_in(key, 2)`."""
 
     def __init__(self, key: jax.Array, blocks: int):
         self._fields = iter(jax.random.split(key, max(blocks, 1)))
-        self.projection = jax.random.fold_in(key, 2)
+        self.context = jax.random.fold_in(key, 2)
 
     def field(self) -> jax.Array:
         """The key of the next field, in forward order."""

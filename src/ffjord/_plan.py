@@ -28,6 +28,7 @@ import numpy as np
 from . import datasets
 from ._checks import fraction, non_negative_int, one_of, positive_int, positive_number
 from ._distributions import TransformedDistribution
+from ._embedding import CHANNELS, EMBEDDINGS, HIDDEN, SHAPED_EMBEDDINGS
 from ._errors import InputError
 from ._objectives import COUPLINGS, AbstractObjective, FlowMatching, MaximumLikelihood
 from ._options import TrainingOptions, WarmStart
@@ -71,9 +72,12 @@ TUTORIAL: dict[str, Any] = {
     "test_every": 1,
     "seed": 0,
     "context_dims": 0,
-    "context_features": 0,
+    "embedding": "none",
+    "embedding_features": 0,
+    "context_shape": None,
     "support": None,
 }
+SETTINGS = (*TUTORIAL, "context_features")  # `train`'s settings: these and an alias
 # Flow matching's defaults where the tutorial's do not suit it (measured on the toy
 # sets, docs/OBJECTIVES.md): one block (flow matching trains a single block) of a deeper,
 # wider SiLU field (depth mattered most: 4 hidden layers of 48 beat 3 of 64 or 128),
@@ -92,7 +96,17 @@ FLOW_MATCHING: dict[str, Any] = {
 }
 BASE_SCALE_TOY = 0.8  # the tutorial's base N(0, 0.8^2 I)
 BASE_SCALE_FILE = 1.0  # user data is standardised, so a unit Gaussian fits it best
-PROJECTION_STREAM = 2  # `ProjectedContext`'s initial weight: fold_in(key(seed), 2)
+EMBEDDING_TYPES = {  # the embedding an option names -> the part that makes it
+    "linear": "ProjectedContext",
+    "mlp": "MLPEmbedding",
+    "conv1d": "Conv1dEmbedding",
+    "set": "SetEmbedding",
+}
+EMBEDDING_SIZES: dict[str, dict[str, int]] = {  # the networks' sizes besides their features
+    "mlp": {"hidden": HIDDEN, "layers": 2},
+    "set": {"hidden": HIDDEN},
+    "conv1d": {"channels": CHANNELS, "hidden": HIDDEN},
+}
 
 OBJECTIVE_OPTIONS = {
     "likelihood": ("kinetic", "jacobian_frobenius", "warm_start"),
@@ -106,8 +120,11 @@ class ModelOptions:
     `layers` layers, `activation`) solved by `solver` within `rtol` / `atol` in at most
     `max_steps` steps, with the `trace` of its Jacobian exact or estimated, gradients by
     `adjoint` (`checkpoints`: states backpropagation keeps); `logit` > 0 models data in
-    [0, 1] in logit space; `context_features` > 0 gives the fields that many learned
-    linear features of the conditions. Checked when made; messages name the parameter.
+    [0, 1] in logit space; an `embedding` other than `"none"` gives the fields
+    `embedding_features` learned features of the conditions (`"linear"`: linear
+    combinations, `ProjectedContext`; `"mlp"`, `"conv1d"`, `"set"`: the networks of
+    `ffjord._embedding`, the last two reading rows as the data's `context_shape`).
+    Checked when made; messages name the parameter.
 
     Example:
         >>> ModelOptions(blocks=2, hidden=64).layers
@@ -130,7 +147,8 @@ class ModelOptions:
     adjoint: str = "backprop"
     checkpoints: int | None = None
     logit: float = 0.0
-    context_features: int = 0
+    embedding: str = "none"
+    embedding_features: int = 0
 
     def __post_init__(self):
         for name in ("blocks", "hidden", "layers", "max_steps"):
@@ -144,9 +162,19 @@ class ModelOptions:
             ("adjoint", ADJOINTS),
         ):
             one_of(getattr(self, name), name, choices)
-        non_negative_int(
-            self.context_features, "context_features", "a non-negative integer (0: off)"
-        )
+        one_of(self.embedding, "embedding", EMBEDDINGS)
+        non_negative_int(self.embedding_features, "embedding_features")
+        if self.embedding == "none" and self.embedding_features:
+            raise InputError(
+                f"embedding_features {self.embedding_features} sizes a learned summary of the "
+                f"conditions, but embedding is none; choose one of {', '.join(EMBEDDINGS[:-1])}",
+                parameters=("embedding_features", "embedding"),
+            )
+        if self.embedding != "none" and not self.embedding_features:
+            raise InputError(
+                f"embedding {self.embedding} needs embedding_features of at least 1",
+                parameters=("embedding_features", "embedding"),
+            )
         fraction(self.logit, "logit", below=0.5, what="a number in [0, 0.5) (0: off)")
         if self.checkpoints is not None:
             positive_int(self.checkpoints, "checkpoints")
@@ -174,8 +202,12 @@ class ModelOptions:
                 blocks.append(node)
             elif node["type"] == "UnitInterval":
                 found["logit"] = node["alpha"]
-            elif node["type"] == "ProjectedContext":
-                found["context_features"] = node["features"]
+            elif node["type"] in EMBEDDING_TYPES.values():  # a ProjectedContext
+                found["embedding"], found["embedding_features"] = "linear", node["features"]
+            elif node["type"] == "EmbeddedContext":
+                part = node["embedding"]
+                kind = {v: k for k, v in EMBEDDING_TYPES.items()}[part["type"]]
+                found["embedding"], found["embedding_features"] = kind, part["features"]
             inner = node.get("bijectors", []) + ([node["bijector"]] if "bijector" in node else [])
             for part in inner:
                 walk(part)
@@ -202,11 +234,11 @@ class ModelOptions:
         training rows `train` fix the standardisations: each block an MLP field in an FFJORD
         solve; then, for data other than the built-in 2-D sets, a fixed `Affine` map that
         undoes the standardisation (of the logits, with `logit`), a `UnitInterval` map
-        (`logit`), learned features of the conditions (`context_features`) and their
-        standardisation."""
+        (`logit`), learned features of the conditions (`embedding`) and their
+        standardisation (per channel when the data give a `context_shape`)."""
         dim = source.dim
         points, context = source.split(train)
-        features = self.context_features
+        features = self.embedding_features
         trace = {"type": "exact"}
         if self.trace == "hutchinson":
             trace = {"type": "hutchinson", "num_samples": 1, "noise": "rademacher"}
@@ -244,15 +276,24 @@ class ModelOptions:
             if alpha:
                 unit = {"type": "UnitInterval", "dim": dim, "alpha": alpha}
                 bijector = {"type": "Chain", "bijectors": [bijector, unit]}
-        if features:
+        if self.embedding == "linear":
             bijector = {
                 "type": "ProjectedContext",
                 "bijector": bijector,
                 "context_dim": source.context_dims,
                 "features": features,
             }
+        elif self.embedding != "none":
+            embedding = {"type": EMBEDDING_TYPES[self.embedding], "features": features}
+            if self.embedding in SHAPED_EMBEDDINGS:
+                embedding["shape"] = list(_shape_of(source))
+            else:
+                embedding["context_dim"] = source.context_dims
+            defaults = EMBEDDING_SIZES[self.embedding]
+            bijector = {"type": "EmbeddedContext", "bijector": bijector,
+                        "embedding": {**embedding, **defaults}}  # fmt: skip
         if context is not None:
-            shift, scale = _standardisation(context)
+            shift, scale = _standardisation(context, source.context_shape)
             bijector = {"type": "StandardizedContext", "bijector": bijector, "shift": shift,
                         "scale": scale}  # fmt: skip
         base = {"loc": [0.0] * dim, "scale_diag": [float(base_scale)] * dim}
@@ -317,23 +358,19 @@ class RunPlan:
 def check_settings(cfg: dict[str, Any]) -> None:
     """One-line errors for flat settings that cannot work together (each value is checked
     by the typed option it belongs to); messages name the parameters."""
+    dims = non_negative_int(cfg["context_dims"], "context_dims")
+    check_embedding(cfg["embedding"], cfg["context_shape"], dims)
     ModelOptions.from_settings(cfg)
     TrainingOptions.from_settings(cfg)
     one_of(cfg["objective"], "objective", OBJECTIVES)
     one_of(cfg["coupling"], "coupling", COUPLINGS)
     objective_of(cfg)
-    dims = non_negative_int(cfg["context_dims"], "context_dims")
-    features = cfg["context_features"]
-    if features and not dims:
+    features = cfg["embedding_features"]
+    if cfg["embedding"] == "linear" and features > dims:
         raise InputError(
-            "context_features applies to conditional data; give context_dims K as well",
-            parameters=("context_features", "context_dims"),
-        )
-    if features > dims:
-        raise InputError(
-            f"context_features {features} exceeds the {dims} condition columns "
-            f"(context_dims {dims})",
-            parameters=("context_features", "context_dims"),
+            f"embedding_features {features} exceeds the {dims} condition columns "
+            f"(context_dims {dims}) that embedding linear combines",
+            parameters=("embedding_features", "context_dims", "embedding"),
         )
     seed = cfg["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
@@ -355,12 +392,61 @@ def check_settings(cfg: dict[str, Any]) -> None:
         )
 
 
+def check_embedding(embedding: Any, shape: Any, dims: int) -> None:
+    """One-line errors for an embedding that the conditions (`dims` columns laid out as
+    `shape`) cannot take; the shape's own checks are `DataSource.with_context_shape`'s."""
+    one_of(embedding, "embedding", EMBEDDINGS)
+    if embedding != "none" and not dims:
+        raise InputError(
+            f"embedding {embedding} summarises conditions; give context_dims K as well",
+            parameters=("embedding", "context_dims"),
+        )
+    if embedding in SHAPED_EMBEDDINGS and shape is None:
+        layout = "T time steps of C channels" if embedding == "conv1d" else "N trials of C values"
+        raise InputError(
+            f"embedding {embedding} reads each condition row as {layout}; give context_shape",
+            parameters=("embedding", "context_shape"),
+        )
+
+
+def _context_features(given: dict[str, Any]) -> dict[str, Any]:
+    """`given` with `context_features` R (an alias) as `embedding` linear (none for 0) with
+    `embedding_features` R."""
+    if "context_features" not in given:
+        return given
+    given = dict(given)
+    features = given.pop("context_features")
+    non_negative_int(features, "context_features", "a non-negative integer (0: off)")
+    dims = given.get("context_dims")
+    if features and not dims:
+        raise InputError(
+            "context_features applies to conditional data; give context_dims K as well",
+            parameters=("context_features", "context_dims"),
+        )
+    if isinstance(dims, int) and features > dims:
+        raise InputError(
+            f"context_features {features} exceeds the {dims} condition columns "
+            f"(context_dims {dims})",
+            parameters=("context_features", "context_dims"),
+        )
+    meant = {"embedding": "linear" if features else "none", "embedding_features": features}
+    for name, value in meant.items():
+        if given.get(name, value) != value:
+            raise InputError(
+                f"context_features {features} means embedding {meant['embedding']} with "
+                f"embedding_features {features}, not {name} {given[name]}; give one or the other",
+                parameters=("context_features", *meant),
+            )
+    return {**given, **meant}
+
+
 def data_defaults(
     n_train: int,
     dim: int,
     context_dims: int,
     in_unit_cube: bool = False,
     objective: str | None = None,
+    context_shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The settings `ffjord train --data FILE` chooses for `n_train` rows of `dim` data
     columns and `context_dims` condition columns (measured: docs/DEFAULTS.md), for
@@ -386,6 +472,10 @@ def data_defaults(
     the held-out NLL after the last epoch only): likelihood training overfits such
     conditions, and its solves cost 10-20x more per step.
 
+    Conditions laid out as `context_shape` (T, C) are summarised by a 1-D convolutional
+    network (`conv1d`, 32 features; `set` for i.i.d. trials is the user's choice: a shape
+    does not say whether its order matters).
+
     Example:
         >>> data_defaults(9000, 2, 2)["warm_start"]  # 2-D: two blocks, likelihood only
         0
@@ -393,14 +483,15 @@ def data_defaults(
         >>> warmed["blocks"], warmed["warm_start"], warmed["epochs"]
         (1, 199, 41)
         >>> chosen = data_defaults(9000, 10, 100)
-        >>> chosen["objective"], chosen["context_features"]
-        ('flow-matching', 32)
+        >>> chosen["objective"], chosen["embedding"], chosen["embedding_features"]
+        ('flow-matching', 'linear', 32)
     """
     validation = 0.1
     fitted = fit_size(n_train, validation)
     batch_size = 256 if fitted >= 4096 else max(16, 2 ** int(math.log2(max(fitted // 16, 1))))
     many = context_dims > MANY_CONDITIONS and context_dims > 2 * dim
     objective = objective or ("flow-matching" if many else "likelihood")
+    embedding = "conv1d" if context_shape else "linear" if many else "none"
     chosen = {
         "objective": objective,
         "blocks": 2,
@@ -416,7 +507,8 @@ def data_defaults(
         "validation": validation,
         "patience": 20,
         "logit": LOGIT_ALPHA if in_unit_cube else 0.0,
-        "context_features": CONTEXT_FEATURES if many else 0,
+        "embedding": embedding,
+        "embedding_features": embedding_features_for(embedding, context_dims),
         "warm_start": 0,
     }
     if objective == "likelihood" and context_dims and not many and 2 < dim <= WIDE_ABOVE:
@@ -435,6 +527,16 @@ def data_defaults(
     return chosen
 
 
+def embedding_features_for(embedding: str, context_dims: int) -> int:
+    """The features an embedding gives by default: 32 (at most the `context_dims` columns
+    a linear one combines), 0 for none."""
+    if embedding == "none":
+        return 0
+    if embedding == "linear":
+        return min(CONTEXT_FEATURES, context_dims)
+    return CONTEXT_FEATURES
+
+
 def _epochs_for(steps: int, fitted: int, batch_size: int) -> int:
     """Epochs of about `steps` optimiser steps (20 to 400)."""
     steps_per_epoch = max(fitted // batch_size, 1)
@@ -445,7 +547,7 @@ LOGIT_ALPHA = 0.01  # data in [0, 1]: modelled as logit(alpha + (1 - 2 alpha) x)
 DEFAULT_STEPS = 2500  # optimiser steps `data_defaults` plans for (early stopping may end sooner)
 WIDE_ABOVE = 16  # data columns beyond which the field is wider and more regularised
 MANY_CONDITIONS = 32  # condition columns beyond which (and beyond 2 d) they are projected
-CONTEXT_FEATURES = 32  # the learned linear features of many conditions (`ProjectedContext`)
+CONTEXT_FEATURES = 32  # the learned features of many conditions (an embedding's default)
 FLOW_MATCHING_STEPS = 25_000  # flow matching's steps on conditional data (200 epochs of 9k)
 WARM_START_LR = 3e-3  # flow matching's learning rate before likelihood training
 WARM_STARTED_STEPS = 1250  # likelihood training's steps after a warm start (40 epochs of 9k)
@@ -490,10 +592,26 @@ def logits(points: np.ndarray, alpha: float) -> np.ndarray:
     return np.log(u) - np.log1p(-u)
 
 
-def _standardisation(columns: np.ndarray) -> tuple[list[float], list[float]]:
-    std = columns.std(axis=0)
+def _standardisation(
+    columns: np.ndarray, shape: tuple[int, int] | None = None
+) -> tuple[list[float], list[float]]:
+    """(mean, standard deviation) per column (1 where a column has no spread); with a
+    `shape` (T, C), per channel over every step, repeated for each of the T steps (so
+    reordering steps or trials commutes with the standardisation)."""
+    if shape is not None:
+        steps, channels = shape
+        per_channel = columns.reshape(-1, channels)
+        mean, std = per_channel.mean(axis=0), per_channel.std(axis=0)
+        mean, std = np.tile(mean, steps), np.tile(std, steps)
+    else:
+        mean, std = columns.mean(axis=0), columns.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    return [float(v) for v in columns.mean(axis=0)], [float(v) for v in std]
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def _shape_of(source: DataSource) -> tuple[int, int]:
+    assert source.context_shape is not None  # checked with the settings
+    return source.context_shape
 
 
 def new_settings(
@@ -509,6 +627,7 @@ def new_settings(
     keys chosen for the data are listed under `chosen_for_data`. An option of the other
     objective is refused rather than silently ignored.
     """
+    given = _context_features(given)
     dims = given.get("context_dims")
     if isinstance(dims, int) and dims < 1:
         raise InputError(
@@ -520,6 +639,8 @@ def new_settings(
     check_settings(cfg)
     source, train, test = DataSource.open(cfg["data"], cfg["seed"], cfg["context_dims"])
     cfg.update(data=source.name, context_dims=source.context_dims)
+    if given.get("context_shape") is not None:
+        source = source.with_context_shape(given["context_shape"])
     chosen: dict[str, Any] = {}
     if not _is_toy(source):
         chosen = data_defaults(
@@ -528,6 +649,7 @@ def new_settings(
             source.context_dims,
             source.in_unit_cube,
             objective=given.get("objective"),
+            context_shape=source.context_shape,
         )
     objective = given.get("objective", chosen.get("objective", TUTORIAL["objective"]))
     for other, options in OBJECTIVE_OPTIONS.items():
@@ -542,6 +664,10 @@ def new_settings(
         cfg.update(FLOW_MATCHING)
     cfg.update(given)
     cfg.update(data=source.name, context_dims=source.context_dims)
+    cfg["context_shape"] = source.context_shape
+    if "embedding" in given and "embedding_features" not in given and chosen:
+        features = embedding_features_for(cfg["embedding"], source.context_dims)
+        chosen["embedding_features"] = cfg["embedding_features"] = features
     if not cfg["validation"] and "patience" not in given:
         chosen.pop("patience", None)  # nothing held out to watch: no early stopping
         cfg["patience"] = None
@@ -571,6 +697,7 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
     training = TrainingOptions.from_config(config["training"])
     objective, warm, data = config["objective"], config.get("warm_start"), config["data"]
     model = ModelOptions.from_description(config["model"])
+    source = DataSource.from_config(data)
     return {
         **{name: getattr(model, name) for name in ModelOptions.__dataclass_fields__},
         "data": data["name"],
@@ -590,7 +717,8 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         "seed": data["seed"],
         "context_dims": data.get("context_dims", 0),
         "chosen_for_data": config.get("chosen_for_data", []),
-        "support": _given_support(DataSource.from_config(data)),
+        "support": _given_support(source),
+        "context_shape": source.context_shape,
     }
 
 
@@ -613,7 +741,7 @@ def resume_settings(
     own settings, which the options `given` must match (only `epochs` may change)."""
     config = run.require_made_by_train("resume")
     cfg = settings_of(config)
-    for name, value in given.items():
+    for name, value in _context_features(given).items():
         if name == "epochs":
             continue
         saved = cfg[name]
@@ -638,6 +766,9 @@ def train(
     resume: bool = False,
     context_dims: int | None = None,
     context_features: int | None = None,
+    embedding: str | None = None,
+    embedding_features: int | None = None,
+    context_shape: tuple[int, int] | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
@@ -681,7 +812,11 @@ def train(
     settings (only `epochs` may change). `devices` splits every batch over the first
     `devices` of JAX's devices. `support` gives each data column's `(low, high)` (`None`:
     unbounded), the box `ffjord sample` keeps draws within; without it, a conditional
-    run's draws are kept within the training data's range.
+    run's draws are kept within the training data's range. `embedding` (`"mlp"`,
+    `"conv1d"`, `"set"`, `"linear"`, `"none"`) summarises each condition row by
+    `embedding_features` learned features, trained with the flow; `context_shape`
+    `(T, C)` reads a row as T time steps (`conv1d`) or T i.i.d. trials (`set`) of C
+    values. `context_features=R` is `embedding="linear", embedding_features=R`.
 
     Returns the `Training`: the kept model (`dist`), the per-epoch `history` and the
     held-out NLL of the kept model (`test_nll`).
@@ -697,6 +832,8 @@ def train(
     given = {name: value for name, value in _settings_given(locals()).items() if value is not None}
     if "support" in given:
         given["support"] = _as_pairs(given["support"])
+    if "context_shape" in given:
+        given["context_shape"] = _as_shape(given["context_shape"])
     run = RunDir(run_dir)
     if resume:
         cfg, source, train_rows, test_rows = resume_settings(run, given)
@@ -727,6 +864,13 @@ def _as_pairs(support: Any) -> Any:
         return support
 
 
+def _as_shape(shape: Any) -> Any:
+    """`shape` as a tuple (as `DataSource` keeps it), when it is a sequence; otherwise as
+    given, for `DataSource.with_context_shape` to refuse."""
+    return tuple(shape) if isinstance(shape, (list, tuple)) else shape
+
+
 def _settings_given(arguments: dict[str, Any]) -> dict[str, Any]:
-    """`train`'s keyword arguments that are settings (`TUTORIAL`'s keys)."""
-    return {name: arguments[name] for name in TUTORIAL}
+    """`train`'s keyword arguments that are settings (`TUTORIAL`'s keys and the alias
+    `context_features`)."""
+    return {name: arguments[name] for name in SETTINGS}

@@ -57,6 +57,8 @@ class DataSource:
     keeps draws within (`low` / `high` per data column, `None` unbounded) and where it came
     from: `"given"` (`with_support`), or for conditional data `"training data"` (its
     `data_range`, as a uniform prior's box); `None`: draws are not restricted.
+    `context_shape` `(T, C)` says how a condition row is laid out (`with_context_shape`):
+    T time steps (or i.i.d. trials) of C values, `row.reshape(T, C)`.
 
     Example:
         >>> source, train, test = DataSource.open("moons", seed=0)
@@ -75,6 +77,7 @@ class DataSource:
     value_range: list[float] | None = None
     data_range: dict[str, list[float]] | None = None
     support: dict[str, Any] | None = None
+    context_shape: tuple[int, int] | None = None
 
     @classmethod
     def open(
@@ -185,6 +188,31 @@ class DataSource:
         low, high = [p[0] for p in pairs], [p[1] for p in pairs]
         return dataclasses.replace(self, support={"low": low, "high": high, "from": "given"})
 
+    def with_context_shape(self, shape: Any) -> "DataSource":
+        """This source with its condition rows read as `shape = (T, C)`, T * C of them."""
+        ok = isinstance(shape, (tuple, list)) and len(shape) == 2
+        if not ok or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape
+        ):
+            raise InputError(
+                f"context_shape must be two positive integers T, C, got {shape!r}",
+                parameters=("context_shape",),
+            )
+        steps, channels = shape
+        if not self.context_dims:
+            raise InputError(
+                "context_shape lays out condition rows; give context_dims K as well",
+                parameters=("context_shape", "context_dims"),
+            )
+        if steps * channels != self.context_dims:
+            raise InputError(
+                f"context_shape {steps},{channels} holds {steps * channels} values, but a "
+                f"condition row has {self.context_dims} columns (context_dims "
+                f"{self.context_dims})",
+                parameters=("context_shape", "context_dims"),
+            )
+        return dataclasses.replace(self, context_shape=(steps, channels))
+
     def sampling_box(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(low, high) per data column that draws are kept within (infinite where
         unbounded), or None."""
@@ -229,12 +257,18 @@ class DataSource:
 
     def to_config(self) -> dict[str, Any]:
         config = dataclasses.asdict(self)
-        if config["support"] is None:  # as runs made before `support` recorded it
-            del config["support"]
+        for name in ("support", "context_shape"):  # as runs made before they were recorded
+            if config[name] is None:
+                del config[name]
+        if self.context_shape is not None:
+            config["context_shape"] = list(self.context_shape)
         return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "DataSource":
+        shape = config.get("context_shape")
+        if shape is not None:
+            config = {**config, "context_shape": tuple(shape)}
         try:
             return cls(**config)
         except TypeError as err:

@@ -19,6 +19,7 @@ import numpy as np
 from . import datasets
 from ._distributed import start as start_processes
 from ._distributed import stop_all
+from ._embedding import EMBEDDINGS
 from ._errors import InputError
 from ._io import output_file, save_npy
 from ._options import SCHEDULES, WARM_START_DIR
@@ -26,9 +27,9 @@ from ._plan import (
     ADJOINTS,
     COUPLINGS,
     OBJECTIVES,
+    SETTINGS,
     SOLVERS,
     TRACES,
-    TUTORIAL,
     RunPlan,
     settings_of,
     train,
@@ -71,6 +72,15 @@ def _support(text: str) -> list[list[float | None]]:
     return pairs
 
 
+def _shape(text: str) -> tuple[int, int]:
+    """`--context-shape 100,2` -> (100, 2)."""
+    try:
+        steps, channels = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not T,C (two integers: 100,2)") from None
+    return steps, channels
+
+
 # `ffjord train`'s options: (type or choices, help[, metavar]); defaults are the tutorial's,
 # or chosen from the data for a file (`ffjord._plan`), so none is set here.
 TRAIN_OPTIONS: dict[str, tuple] = {
@@ -80,9 +90,16 @@ TRAIN_OPTIONS: dict[str, tuple] = {
              "chosen from the file's size and dimension)"),
     "context_dims": (int, "the last K columns of the data file are conditions: learn "
                      "p(data | condition)", "K"),
-    "context_features": (int, "the fields see R learned linear combinations of the K "
-                         "conditions (0: all K as they are; chosen for many conditions, see "
-                         "docs/DEFAULTS.md)", "R"),
+    "embedding": (EMBEDDINGS, "a learned summary of the conditions, trained with the flow: "
+                  "mlp, conv1d (a time series), set (i.i.d. trials), linear or none (chosen: "
+                  "conv1d with --context-shape, linear for many conditions; see "
+                  "docs/DEFAULTS.md)"),
+    "embedding_features": (int, "the numbers the embedding summarises a condition row by "
+                           "(chosen: 32)", "R"),
+    "context_shape": (_shape, "a condition row as T time steps (conv1d) or T i.i.d. trials "
+                      "(set) of C values, row-major: T * C = K", "T,C"),
+    "context_features": (int, "an alias of --embedding linear --embedding-features R (0: "
+                         "--embedding none)", "R"),
     "epochs": (int, "passes over the data (default 40)"),
     "batch_size": (int, "default 256"),
     "learning_rate": (float, "Adam learning rate (default 1e-2)"),
@@ -225,7 +242,7 @@ def _open_model(path: str):
 def cmd_train(args: argparse.Namespace) -> int:
     start_processes(args.coordinator, args.num_processes, args.process_id)
     started = time.perf_counter()
-    given = {name: getattr(args, name) for name in TUTORIAL}
+    given = {name: getattr(args, name) for name in SETTINGS}
     try:
         result = train(args.out, resume=args.resume, devices=args.devices,
                        show_progress=not args.quiet, **given)  # fmt: skip
