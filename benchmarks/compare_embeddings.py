@@ -20,6 +20,7 @@ with each embedding (one process after the other), and for each run:
 
 import argparse
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ def run_variant(task, name, spec, train, test, exact_lp, work: Path, args) -> di
     k = np.load(data).shape[1] - 2
     run = work / "run"
     argv = [*harness.ffjord(), "train", "--data", str(data), "--context-dims", str(k),
-            "--out", str(run), "--quiet", "--no-figures", *options, *args.extra]  # fmt: skip
+            "--out", str(run), "--quiet", "--no-figures", *options]  # fmt: skip
+    argv += shlex.split(args.extra)
     trained = harness.run(argv).check(name)
     density = work / "lp.npy"
     harness.run([*harness.ffjord(), "density", str(run), "--points", str(test_file),
@@ -115,13 +117,13 @@ def main() -> None:
     p.add_argument("--simulations", type=int, default=10_000)
     p.add_argument("--observations", type=int, default=5, help="C2ST on the first N test pairs")
     p.add_argument("--variants", nargs="+", help="only these (names as in the table)")
-    p.add_argument("--extra", nargs="*", default=[], help="options added to every ffjord train")
+    p.add_argument("--extra", default="", help="options added to every ffjord train, as one string")
     p.add_argument("--out", default="docs/benchmarks/embeddings.json")
     harness.add_smoke(p)
     args = p.parse_args()
     if args.smoke:
         args.tasks, args.seeds, args.simulations, args.observations = ["trials"], [0], 600, 1
-        args.extra = ["--epochs", "1"]
+        args.extra = "--epochs 1"
         args.out = str(harness.smoke_dir(__file__) / "embeddings.json")
     results = []
     with tempfile.TemporaryDirectory(prefix="ffjord_embeddings_") as tmp:

@@ -18,6 +18,7 @@ Example:
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -26,6 +27,7 @@ import jax
 import numpy as np
 
 from . import datasets
+from ._budget import BudgetPlan, plan_budget
 from ._checks import fraction, non_negative_int, one_of, positive_int, positive_number
 from ._distributions import TransformedDistribution
 from ._embedding import CHANNELS, EMBEDDINGS, HIDDEN, SHAPED_EMBEDDINGS
@@ -76,6 +78,7 @@ TUTORIAL: dict[str, Any] = {
     "embedding_features": 0,
     "context_shape": None,
     "support": None,
+    "time_budget": None,
 }
 SETTINGS = (*TUTORIAL, "context_features")  # `train`'s settings: these and an alias
 # Flow matching's defaults where the tutorial's do not suit it (measured on the toy
@@ -338,6 +341,19 @@ class RunPlan:
             settings["seed"],
         )
 
+    def within(self, budget: BudgetPlan, given: Sequence[str] = ()) -> "RunPlan":
+        """This plan with the epochs a time `budget` chose; unless `given`, the held-out
+        NLL is measured after the last epoch only and no early stopping cuts the schedule
+        short (the validation split still keeps the best epoch)."""
+        epochs = budget.epochs
+        test_every = self.training.test_every if "test_every" in given else epochs
+        patience = self.training.patience if "patience" in given else None
+        training = self.training.replace(epochs=epochs, test_every=test_every, patience=patience)
+        warm = self.warm_start
+        if warm is not None:
+            warm = dataclasses.replace(warm, options=warm.options.replace(epochs=budget.warm_start))
+        return dataclasses.replace(self, training=training, warm_start=warm)
+
     @property
     def key(self) -> jax.Array:
         """The key of training's randomness (shuffles, probes), apart from initialisation."""
@@ -377,6 +393,8 @@ def check_settings(cfg: dict[str, Any]) -> None:
         raise InputError(
             f"seed must be an integer in [0, 2^31), got {seed!r}", parameters=("seed",)
         )
+    if cfg["time_budget"] is not None:
+        positive_number(cfg["time_budget"], "time_budget")
     warm = non_negative_int(cfg["warm_start"], "warm_start", "a non-negative integer (0: off)")
     if cfg["objective"] == "flow-matching" and cfg["blocks"] != 1:
         raise InputError(
@@ -719,6 +737,7 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         "chosen_for_data": config.get("chosen_for_data", []),
         "support": _given_support(source),
         "context_shape": source.context_shape,
+        "time_budget": (config.get("time_budget") or {}).get("seconds"),
     }
 
 
@@ -796,6 +815,7 @@ def train(
     checkpoints: int | None = None,
     seed: int | None = None,
     support: Sequence[tuple[float | None, float | None]] | None = None,
+    time_budget: float | None = None,
     devices: int | None = None,
     show_progress: bool = True,
 ) -> Training:
@@ -817,6 +837,10 @@ def train(
     `embedding_features` learned features, trained with the flow; `context_shape`
     `(T, C)` reads a row as T time steps (`conv1d`) or T i.i.d. trials (`set`) of C
     values. `context_features=R` is `embedding="linear", embedding_features=R`.
+    `time_budget` (seconds) fits the run into that time, counted from this call: the
+    epochs of the warm start and of training (those not given) are scaled from one
+    measured epoch of each so that their schedules end in time, and training stops
+    before an epoch that would not (`config.json`'s `time_budget` records the choice).
 
     Returns the `Training`: the kept model (`dist`), the per-epoch `history` and the
     held-out NLL of the kept model (`test_nll`).
@@ -829,6 +853,7 @@ def train(
         >>> len(result.history), result.dist.dim, result.test_nll > 0
         (1, 2, True)
     """
+    started = time.perf_counter()
     given = {name: value for name, value in _settings_given(locals()).items() if value is not None}
     if "support" in given:
         given["support"] = _as_pairs(given["support"])
@@ -842,6 +867,16 @@ def train(
     plan = RunPlan.from_settings(cfg, devices=devices)
     dist = plan.model.build(source, train_rows, plan.seed)
     train_rows, test_rows = train_rows.astype(training_dtype()), test_rows.astype(training_dtype())
+    budget = None
+    if cfg["time_budget"] is not None:
+        if resume:
+            budget = BudgetPlan(**run.require()["time_budget"])
+        else:
+            budget = plan_budget(cfg["time_budget"], started, dist, plan.objective, plan.training,
+                                 plan.warm_start, Points(*source.split(train_rows)), plan.key,
+                                 fixed=_given_stages(given))  # fmt: skip
+            plan = plan.within(budget, given=tuple(given))
+    warm_deadline, deadline = (None, None) if budget is None else budget.deadlines(started)
     return run_training(
         plan.key,
         dist,
@@ -850,9 +885,23 @@ def train(
         objective=plan.objective,
         options=plan.training,
         warm_start=plan.warm_start,
-        run=RunTarget(run.path, resume, source, tuple(cfg["chosen_for_data"])),
+        run=RunTarget(
+            run.path,
+            resume,
+            source,
+            tuple(cfg["chosen_for_data"]),
+            None if budget is None else budget.to_config(),
+        ),  # fmt: skip
         show_progress=show_progress,
+        deadline=deadline,
+        warm_deadline=warm_deadline,
     )
+
+
+def _given_stages(given: dict[str, Any]) -> tuple[str, ...]:
+    """The stages whose epochs the user gave (a time budget leaves them as given)."""
+    return tuple(stage for stage, name in (("training", "epochs"), ("warm_start", "warm_start"))
+                 if name in given)  # fmt: skip
 
 
 def _as_pairs(support: Any) -> Any:

@@ -70,6 +70,7 @@ class RunTarget:
     resume: bool = False
     source: DataSource | None = None
     chosen_for_data: tuple[str, ...] = ()
+    time_budget: dict[str, Any] | None = None  # what a time budget chose (`ffjord._budget`)
 
 
 @dataclasses.dataclass
@@ -122,7 +123,7 @@ def _differences(saved: dict[str, Any], config: dict[str, Any]) -> InputError | 
     """The first setting a resumed run would change (None: all the same). Settings the
     saved run does not record (made before them) are not compared."""
     config = json.loads(json.dumps(config))  # compare as stored
-    ignored = {"ffjord_version", "format_version"}
+    ignored = {"ffjord_version", "format_version", "time_budget"}  # a budget's: measured
     pairs = [(k, saved[k], config.get(k)) for k in sorted(set(saved) - ignored)]
     training = saved.get("training", {})
     unrecorded = ("learning_rate", "schedule", "weight_decay", "optimizer")
@@ -226,9 +227,14 @@ def run_training(
     run: RunTarget | None = None,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
+    deadline: float | None = None,
+    warm_deadline: float | None = None,
 ) -> Training:
     """The engine behind `fit` and `ffjord train`: train `dist` on `data` under
-    `objective` with `options`, after a `warm_start` stage if given, writing `run`."""
+    `objective` with `options`, after a `warm_start` stage if given, writing `run`.
+    With a `deadline` (`time.perf_counter`'s clock; the warm start's: `warm_deadline`),
+    training stops before an epoch that would not end in time (its last record says
+    `"stopped": "time budget"`)."""
     started = time.perf_counter()
     options = TrainingOptions() if options is None else options
     data, test = checked_points(dist, data, test)
@@ -279,6 +285,7 @@ def run_training(
             options=warm_start.options.replace(devices=options.devices),
             run=warm_run,
             show_progress=show_progress,
+            deadline=warm_deadline,
         )
         state = trainer.start_from(state, warmed.dist)
     if not _finished(state, options):
@@ -293,6 +300,7 @@ def run_training(
                 callback=callback,
                 show_progress=show_progress and jax.process_index() == 0,
                 started=started,
+                deadline=deadline,
             )
     kept = trainer.kept_model(state)
     test_nll = None
@@ -333,6 +341,8 @@ def _run_config(
     }
     if run.source is not None:
         config["chosen_for_data"] = list(run.chosen_for_data)
+    if run.time_budget is not None:
+        config["time_budget"] = run.time_budget
     if val is not None and trainer.objective.validation_metric != "nll":
         config["validation_metric"] = trainer.objective.validation_metric
     return config
@@ -390,6 +400,15 @@ def _open_run_dir(
     return run_dir, state, history
 
 
+def _out_of_time(record: dict, deadline: float | None, final_test: float) -> bool:
+    """Whether another epoch like the one `record` describes, then a final held-out
+    evaluation taking `final_test` seconds, would end after `deadline`."""
+    if deadline is None:
+        return False
+    per_epoch = record["seconds"] + record["eval_seconds"]
+    return time.perf_counter() + per_epoch + final_test > deadline
+
+
 def _finished(state: TrainState, options: TrainingOptions) -> bool:
     stopped = options.patience is not None and int(state.bad_epochs) >= options.patience
     return int(state.epoch) >= options.epochs or stopped
@@ -406,8 +425,10 @@ def _loop(
     callback,
     show_progress: bool,
     started: float,
+    deadline: float | None = None,
 ) -> TrainState:
-    """Epochs until finished: train, evaluate, keep the best, write the run directory."""
+    """Epochs until finished (or until the next would end after `deadline`): train,
+    evaluate, keep the best, write the run directory."""
     train, val, test = splits.train, splits.validation, splits.test
     snapshot = None
     if run is not None and trainer.dist.dim == 2 and train.context is None:
@@ -437,8 +458,10 @@ def _loop(
         disable=not show_progress or None,
         file=sys.stderr,
     )
+    final_test = 0.0  # seconds of the last held-out evaluation: the run's last one
+    out_of_time = False
     try:
-        while not _finished(state, options):
+        while not out_of_time and not _finished(state, options):
             if snapshot is not None:  # the epoch's timed `seconds` get the cores to themselves
                 snapshot.wait()
             new_state, record = trainer.run_epoch(state, train.points, train.context)
@@ -459,10 +482,17 @@ def _loop(
                 state = state.record_validation(loss)
                 record["best_epoch"] = int(state.best_epoch)
             epoch = int(state.epoch)
-            if test is not None and (epoch % options.test_every == 0 or _finished(state, options)):
+            timed = deadline is None or final_test > 0  # with a deadline: measured at once
+            due = epoch % options.test_every == 0 or _finished(state, options) or not timed
+            if test is not None and due:
+                test_start = time.perf_counter()
                 lp, record["eval_nfe"] = trainer.evaluate(state, test.points, test.context)
                 record["test_nll"] = float(-np.mean(lp))
+                final_test = time.perf_counter() - test_start
             record["eval_seconds"] = time.perf_counter() - eval_start
+            if not _finished(state, options) and _out_of_time(record, deadline, final_test):
+                out_of_time = True
+                record["stopped"] = "time budget"
             record["wall_seconds"] = time.perf_counter() - started
             if run is not None:
                 run.append_metrics(record)  # metrics first, then the checkpoint: see _run.py

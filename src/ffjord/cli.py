@@ -142,6 +142,10 @@ TRAIN_OPTIONS: dict[str, tuple] = {
     "num_processes": (int, "how many processes train", "P"),
     "process_id": (int, "this process' number, 0..P-1", "I"),
     "seed": (int, "seed of data, initialisation and shuffles (0)"),
+    "time_budget": (float, "fit the run into this many seconds: the epochs (of the warm start "
+                    "and of training, those not given) are scaled from one measured epoch "
+                    "of each, and training stops before an epoch that would not end in "
+                    "time (config.json's time_budget records the choice)", "SECONDS"),
     "support": (_support, "the parameters' support, LOW:HIGH per data column (an empty "
                 "bound is unbounded: 0:1,:5,0:), which ffjord sample keeps draws within "
                 "(default: a conditional run's training data range)", "LOW:HIGH,..."),
@@ -271,6 +275,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if result.options.validation > 0:
         summary["best_epoch"] = state.kept_epoch
+    if result.history and result.history[-1].get("stopped"):
+        summary["stopped"] = result.history[-1]["stopped"]
     print(json.dumps(summary))
     return 0
 

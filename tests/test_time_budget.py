@@ -1,0 +1,81 @@
+"""A time budget: the run is planned to use it, ends within it and records the choice."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import ffjord
+from ffjord._budget import BudgetPlan
+
+
+def pairs_file(path, n=3000):
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal((n, 2))
+    x = theta + 0.5 * rng.standard_normal((n, 2))
+    np.save(path, np.concatenate([theta, x], axis=1))
+    return str(path)
+
+
+def test_a_run_given_a_budget_ends_within_it_and_records_the_choice(tmp_path):
+    data = pairs_file(tmp_path / "pairs.npy")
+    budget = 25.0
+    begin = time.perf_counter()
+    result = ffjord.train(tmp_path / "run", data=data, context_dims=2, objective="flow-matching",
+                          hidden=16, layers=3, time_budget=budget, show_progress=False)  # fmt: skip
+    took = time.perf_counter() - begin
+    assert took < budget + 2.0  # the margin: writing the last checkpoint and the summary
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    chosen = config["time_budget"]
+    assert chosen["seconds"] == budget and chosen["epochs"] == config["training"]["epochs"]
+    assert chosen["scale"] > 1  # a small model on 2,700 rows: more epochs than the default 40
+    assert chosen["probe"]["training_epoch_seconds"] > 0
+    # The schedule ran to its end or the deadline stopped it, saying so: either way the
+    # budget was used, not cut short by early stopping.
+    last = result.history[-1]
+    assert last["epoch"] == chosen["epochs"] or last["stopped"] == "time budget"
+    assert config["training"]["patience"] is None and took > 0.5 * budget
+
+
+def test_the_deadline_stops_training_before_an_epoch_that_would_not_end_in_time(tmp_path):
+    data = pairs_file(tmp_path / "pairs.npy", n=2000)
+    points = np.load(data)
+    model = ffjord.train(tmp_path / "warm", data=data, context_dims=2, epochs=1, blocks=1,
+                         hidden=8, show_progress=False).dist  # fmt: skip
+    from ffjord._options import TrainingOptions
+    from ffjord._train import Points, run_training
+
+    deadline = time.perf_counter() + 12.0  # compiling takes 2-8 s of it
+    done = run_training(jax_key(), model, Points(points[:, :2], points[:, 2:]),
+                        options=TrainingOptions(epochs=10_000, batch_size=64),
+                        show_progress=False, deadline=deadline)  # fmt: skip
+    assert time.perf_counter() < deadline + 2.0
+    assert 1 <= len(done.history) < 10_000
+    assert done.history[-1]["stopped"] == "time budget"
+    assert all("stopped" not in r for r in done.history[:-1])
+
+
+def jax_key():
+    import jax
+
+    return jax.random.key(0)
+
+
+def test_a_budget_plan_leaves_the_training_its_share():
+    plan = BudgetPlan(seconds=100.0, scale=2.0, epochs=80, warm_start=400, warm_start_seconds=40.0,
+                      training_seconds=50.0, probe={})  # fmt: skip
+    warm_end, end = plan.deadlines(started=0.0)
+    assert end == pytest.approx(95.0) and warm_end == pytest.approx(45.0)
+
+
+def test_a_bad_budget_is_refused_in_one_line(tmp_path, capsys):
+    from ffjord.cli import main
+
+    code = main(["train", "--out", str(tmp_path / "run"), "--time-budget", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert (
+        code != 0
+        and err.strip() == "ffjord: error: --time-budget must be a positive number, got 0.0"
+    )
+    assert not (tmp_path / "run").exists()
