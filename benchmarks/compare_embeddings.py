@@ -110,6 +110,32 @@ def run_variant(task, name, spec, train, test, exact_lp, work: Path, args) -> di
     }
 
 
+def _stat(rows: list[dict], key: str, spec: str) -> str:
+    mean, sd = harness.mean_sd([r[key] for r in rows])
+    return harness.fmt(mean, spec) + (f" ± {harness.fmt(sd, spec)}" if len(rows) > 1 else "")
+
+
+def render(record: dict) -> str:
+    """docs/EMBEDDINGS.md's table from `record` (this script's JSON): per task and
+    variant, the mean and standard deviation over simulation seeds."""
+    rows = record["results"]
+    lines = [
+        "| task | conditions | excess NLL (nats) | C2ST | train seconds | objective | seeds |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    order = list(dict.fromkeys((r["task"], r["variant"]) for r in rows))
+    for task, variant in order:
+        mine = [r for r in rows if (r["task"], r["variant"]) == (task, variant)]
+        nll = _stat(mine, "excess_nll", ".3f")
+        c2st_ = _stat(mine, "c2st_mean", ".3f")
+        seconds = _stat(mine, "train_seconds", ".0f")
+        lines.append(
+            f"| {task} | {variant} | {nll} | {c2st_} | {seconds} | {mine[0]['objective']} "
+            f"| {len(mine)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="+", default=list(embedding_tasks.TASKS))
@@ -152,6 +178,7 @@ def main() -> None:
         "results": results,
     }
     out.write_text(json.dumps(record, indent=2) + "\n")
+    print(render(record))
     print(f"wrote {out}")
 
 

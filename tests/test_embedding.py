@@ -150,6 +150,7 @@ def test_the_plain_command_chooses_an_embedding_from_the_data(tmp_path):
     data = str(trials_file(tmp_path / "trials.npy"))
     shaped = new_settings({"data": data, "context_dims": 12, "context_shape": (6, 2)})[0]
     assert (shaped["embedding"], shaped["embedding_features"]) == ("conv1d", 32)
+    assert shaped["objective"] == "likelihood"  # 12 columns laid out: not projected
     assert {"embedding", "embedding_features"} <= set(shaped["chosen_for_data"])
     chosen_set = new_settings({"data": data, "context_dims": 12, "context_shape": (6, 2),
                                "embedding": "set"})[0]  # fmt: skip

@@ -12,7 +12,7 @@ Example:
     >>> plan = BudgetPlan(seconds=60.0, scale=0.5, epochs=20, warm_start=100,
     ...                   warm_start_seconds=20.0, training_seconds=25.0, probe={})
     >>> plan.deadlines(started=1000.0)
-    (1035.0, 1060.0)
+    (1032.0, 1057.0)
 """
 
 import dataclasses

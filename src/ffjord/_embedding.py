@@ -213,9 +213,11 @@ class SetEmbedding(AbstractEmbedding):
 
 class Conv1dEmbedding(AbstractEmbedding):
     """A 1-D convolutional network over `shape = (T, C)`: T time steps of C channels pass
-    through `CONV_LAYERS` convolutions (kernel 5, stride 2, `channels` SiLU channels),
-    whose output, flattened in time order, an MLP of `hidden` units maps to `features`
-    numbers. It sees time order: a reversed series gives another summary.
+    each rescaled to unit root mean square, pass through `CONV_LAYERS` convolutions
+    (kernel 5, stride 2, `channels` SiLU channels), whose output, flattened in time order
+    and averaged over time, with the log scales, an MLP of `hidden` units maps to
+    `features` numbers. It sees time order: a reversed series gives
+    another summary.
 
     Example:
         >>> import jax, jax.numpy as jnp, ffjord
@@ -256,7 +258,8 @@ class Conv1dEmbedding(AbstractEmbedding):
             )
             width, steps = channels, (steps + 1) // 2  # padding k // 2, stride 2: ceil(T / 2)
         self.convs = tuple(convs)
-        self.head = eqx.nn.MLP(width * steps, features, hidden, 1, jax.nn.silu, key=keys[-1])
+        head_in = width * steps + width + self.shape[1]  # see `embed`
+        self.head = eqx.nn.MLP(head_in, features, hidden, 1, jax.nn.silu, key=keys[-1])
 
     @property
     def context_dim(self) -> int:
@@ -268,10 +271,16 @@ class Conv1dEmbedding(AbstractEmbedding):
 
     def embed(self, row: Array) -> Array:
         h = row.reshape(self.shape).T  # (C, T): channels first, as the convolution reads
+        # each channel at unit scale, its log scale kept: a series' scale (a variance)
+        # spans orders of magnitude that a few SiLU units do not resolve
+        scale = jnp.sqrt(jnp.mean(h**2, axis=1, keepdims=True) + 1e-6)
+        h = h / scale
         for conv in self.convs:
             conv, h = _one_dtype(conv, h)
             h = jax.nn.silu(conv(h))
-        return self.head(h.T.ravel())  # time-major: step by step, channels within
+        # time-major (step by step, channels within), then each channel's mean over time:
+        # a stationary series' statistics are means of local features
+        return self.head(jnp.concatenate([h.T.ravel(), h.mean(axis=1), jnp.log(scale[:, 0])]))
 
     def to_config(self) -> dict:
         return {

@@ -465,10 +465,11 @@ def data_defaults(
     in_unit_cube: bool = False,
     objective: str | None = None,
     context_shape: tuple[int, int] | None = None,
+    embedding: str | None = None,
 ) -> dict[str, Any]:
     """The settings `ffjord train --data FILE` chooses for `n_train` rows of `dim` data
     columns and `context_dims` condition columns (measured: docs/DEFAULTS.md), for
-    `objective` (by default chosen too).
+    `objective` and `embedding` (by default chosen too).
 
     Likelihood training of two blocks of a 3-layer SiLU MLP, the exact trace (the field's
     closed form costs less than one Hutchinson probe at every dimension: docs/TRACE.md),
@@ -492,7 +493,10 @@ def data_defaults(
 
     Conditions laid out as `context_shape` (T, C) are summarised by a 1-D convolutional
     network (`conv1d`, 32 features; `set` for i.i.d. trials is the user's choice: a shape
-    does not say whether its order matters).
+    does not say whether its order matters), trained with the flow by likelihood: on raw
+    observations with exact posteriors, likelihood training came within 0.02 C2ST of
+    the sufficient statistics where flow matching stayed 0.05-0.11 behind
+    (docs/EMBEDDINGS.md).
 
     Example:
         >>> data_defaults(9000, 2, 2)["warm_start"]  # 2-D: two blocks, likelihood only
@@ -508,8 +512,8 @@ def data_defaults(
     fitted = fit_size(n_train, validation)
     batch_size = 256 if fitted >= 4096 else max(16, 2 ** int(math.log2(max(fitted // 16, 1))))
     many = context_dims > MANY_CONDITIONS and context_dims > 2 * dim
-    objective = objective or ("flow-matching" if many else "likelihood")
-    embedding = "conv1d" if context_shape else "linear" if many else "none"
+    embedding = embedding or ("conv1d" if context_shape else "linear" if many else "none")
+    objective = objective or ("flow-matching" if many and embedding == "linear" else "likelihood")
     chosen = {
         "objective": objective,
         "blocks": 2,
@@ -668,6 +672,7 @@ def new_settings(
             source.in_unit_cube,
             objective=given.get("objective"),
             context_shape=source.context_shape,
+            embedding=given.get("embedding"),
         )
     objective = given.get("objective", chosen.get("objective", TUTORIAL["objective"]))
     for other, options in OBJECTIVE_OPTIONS.items():
@@ -683,9 +688,6 @@ def new_settings(
     cfg.update(given)
     cfg.update(data=source.name, context_dims=source.context_dims)
     cfg["context_shape"] = source.context_shape
-    if "embedding" in given and "embedding_features" not in given and chosen:
-        features = embedding_features_for(cfg["embedding"], source.context_dims)
-        chosen["embedding_features"] = cfg["embedding_features"] = features
     if not cfg["validation"] and "patience" not in given:
         chosen.pop("patience", None)  # nothing held out to watch: no early stopping
         cfg["patience"] = None
