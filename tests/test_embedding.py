@@ -122,7 +122,13 @@ def test_the_embedding_is_trained_with_the_flow(tmp_path, objective):
 
 
 @pytest.mark.parametrize(
-    ("embedding", "resume"), [("mlp", False), ("set", True), ("conv1d", True), ("linear", False)]
+    ("embedding", "resume"),
+    [
+        ("mlp", False),
+        ("set", True),
+        pytest.param("conv1d", True, marks=pytest.mark.slow),  # 30 s: three runs
+        ("linear", False),
+    ],
 )
 def test_a_run_with_an_embedding_loads_and_resumes_exactly(tmp_path, embedding, resume):
     data = str(trials_file(tmp_path / "trials.npy"))

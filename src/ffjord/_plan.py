@@ -205,7 +205,7 @@ class ModelOptions:
                 blocks.append(node)
             elif node["type"] == "UnitInterval":
                 found["logit"] = node["alpha"]
-            elif node["type"] in EMBEDDING_TYPES.values():  # a ProjectedContext
+            elif node["type"] == EMBEDDING_TYPES["linear"]:
                 found["embedding"], found["embedding_features"] = "linear", node["features"]
             elif node["type"] == "EmbeddedContext":
                 part = node["embedding"]
@@ -351,7 +351,8 @@ class RunPlan:
         training = self.training.replace(epochs=epochs, test_every=test_every, patience=patience)
         warm = self.warm_start
         if warm is not None:
-            warm = dataclasses.replace(warm, options=warm.options.replace(epochs=budget.warm_start))
+            options = warm.options.replace(epochs=budget.warm_start, patience=patience)
+            warm = dataclasses.replace(warm, options=options)
         return dataclasses.replace(self, training=training, warm_start=warm)
 
     @property
