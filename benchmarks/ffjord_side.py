@@ -105,7 +105,7 @@ def main(argv=None):
     import equinox as eqx
 
     import ffjord
-    from ffjord import _plan, datasets
+    from ffjord import _model_options, _plan, _spec, datasets
     from ffjord._source import DataSource
     from ffjord._trainer import Trainer, check_progress, transform
     from trace_counts import traces
@@ -224,7 +224,7 @@ def main(argv=None):
     first_step_est = None
     if compile_s is not None:
         first_step_est = t_compiled - t0 + first_epoch_exec_s / n_batches
-    scale = _plan.BASE_SCALE_TOY
+    scale = _model_options.BASE_SCALE_TOY
     result = {
         "peer": "ffjord",
         "epochs": args.epochs,
@@ -279,7 +279,7 @@ def main(argv=None):
             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "XLA_FLAGS") if k in os.environ},
         },
         "settings": {
-            "solver": f"diffrax.{_plan.SOLVERS[args.solver].__name__}() rtol 1e-3 atol 1e-5",
+            "solver": f"diffrax.{_spec.SOLVERS[args.solver].__name__}() rtol 1e-3 atol 1e-5",
             "trace": "ffjord.ExactTrace()",
             "optimizer": f"optax.adam({cfg['learning_rate']})",
             "stacked_ffjords": cfg["blocks"],

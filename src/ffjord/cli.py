@@ -22,21 +22,13 @@ from ._distributed import stop_all
 from ._embedding import EMBEDDINGS
 from ._errors import InputError
 from ._io import output_file, save_npy
+from ._model_options import TRACES
 from ._options import SCHEDULES, WARM_START_DIR
-from ._plan import (
-    ADJOINTS,
-    COUPLINGS,
-    OBJECTIVES,
-    SETTINGS,
-    SOLVERS,
-    TRACES,
-    RunPlan,
-    settings_of,
-    train,
-)
+from ._plan import COUPLINGS, OBJECTIVES, SETTINGS, RunPlan, settings_of, train
 from ._run import RunDir, open_run, training_dtype
 from ._sampling import OutsideBox, sample_within
 from ._source import DataSource
+from ._spec import ADJOINTS, SOLVERS
 from ._trainer import Trainer, TrainingDiverged, TrainState
 from ._vector_field import ACTIVATIONS
 from ._version import __version__
