@@ -79,3 +79,21 @@ def test_a_bad_budget_is_refused_in_one_line(tmp_path, capsys):
         and err.strip() == "ffjord: error: --time-budget must be a positive number, got 0.0"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_fit_stops_within_its_time_budget():
+    import jax
+    import jax.numpy as jnp
+
+    base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    field = ffjord.MLPField(dim=2, hidden=8, layers=3, key=jax.random.key(0))
+    dist = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
+    data = np.random.default_rng(0).standard_normal((512, 2))
+    begin = time.perf_counter()
+    _, history = ffjord.fit(jax.random.key(1), dist, data, epochs=100_000, batch_size=128,
+                            objective=ffjord.FlowMatching(), time_budget=6.0,
+                            show_progress=False)  # fmt: skip
+    assert time.perf_counter() - begin < 8.0
+    assert history[-1]["stopped"] == "time budget" and len(history) < 100_000
+    with pytest.raises(ffjord.InputError, match="time_budget must be a positive number"):
+        ffjord.fit(jax.random.key(1), dist, data, time_budget=-1.0)

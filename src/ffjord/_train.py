@@ -22,7 +22,7 @@ import optax
 from jaxtyping import PRNGKeyArray
 
 from ._bijector import StandardizedContext
-from ._checks import positive_int
+from ._checks import positive_int, positive_number
 from ._distributed import Watchdog
 from ._distributions import TransformedDistribution
 from ._errors import InputError
@@ -532,6 +532,7 @@ def fit(
     run_dir=None,
     resume: bool = False,
     devices: Any = None,
+    time_budget: float | None = None,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
 ) -> tuple[TransformedDistribution, list[dict]]:
@@ -567,6 +568,9 @@ def fit(
       list of devices. Every batch is split over them (`batch_size` a multiple of N),
       parameters are replicated and XLA sums the gradients; the losses are one
       device's up to floating-point rounding.
+    - `time_budget`: seconds from this call; training stops before an epoch that would
+      not end in time (its record says `"stopped": "time budget"`; the epochs are not
+      rescaled: `ffjord.train(time_budget=)` also plans them).
 
     Only the bijector's arrays are trained (the base and `Affine` maps stay fixed).
 
@@ -582,6 +586,7 @@ def fit(
         >>> len(history), record["epoch"], record["steps"]  # one epoch of 64 // 32 steps
         (1, 1, 2)
     """
+    started = time.perf_counter()
     options = TrainingOptions(
         epochs=epochs,
         batch_size=batch_size,
@@ -592,6 +597,8 @@ def fit(
         test_every=test_every,
         devices=devices,
     )
+    if time_budget is not None:
+        positive_number(time_budget, "time_budget")
     if resume and run_dir is None:
         raise InputError(
             "resume=True continues a run directory: give run_dir",
@@ -611,6 +618,7 @@ def fit(
         run=None if run_dir is None else RunTarget(Path(run_dir), resume=resume),
         callback=callback,
         show_progress=show_progress,
+        deadline=None if time_budget is None else started + time_budget,
     )
     return result.dist, result.history
 
