@@ -212,12 +212,12 @@ class SetEmbedding(AbstractEmbedding):
 
 
 class Conv1dEmbedding(AbstractEmbedding):
-    """A 1-D convolutional network over `shape = (T, C)`: T time steps of C channels pass
-    each rescaled to unit root mean square, pass through `CONV_LAYERS` convolutions
-    (kernel 5, stride 2, `channels` SiLU channels), whose output, flattened in time order
-    and averaged over time, with the log scales, an MLP of `hidden` units maps to
-    `features` numbers. It sees time order: a reversed series gives
-    another summary.
+    """A 1-D convolutional network over `shape = (T, C)`: T time steps of C channels,
+    each channel rescaled to unit root mean square, pass through `CONV_LAYERS`
+    convolutions (kernel 5, stride 2, `channels` SiLU channels); an MLP of `hidden` units
+    maps their output (flattened in time order, and averaged over time) and the channels'
+    log scales to `features` numbers. It sees time order: a reversed series gives another
+    summary.
 
     Example:
         >>> import jax, jax.numpy as jnp, ffjord
