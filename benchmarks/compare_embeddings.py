@@ -14,7 +14,7 @@ with each embedding (one process after the other), and for each run:
   `--observations` held-out observations (0.5 is perfect);
 * the whole `ffjord train` process's wall time.
 
-    python benchmarks/compare_embeddings.py --seeds 0 1 2     # writes docs/EMBEDDINGS.md
+    python benchmarks/compare_embeddings.py --seeds 0 1 2   # docs/benchmarks/embeddings.json
 
 ``--smoke``: one task, 600 pairs, one epoch per run, into a temporary directory.
 """

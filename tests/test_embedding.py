@@ -106,8 +106,8 @@ def arrays(tree):
 
 @pytest.mark.parametrize("objective", ["likelihood", "flow-matching"])
 def test_the_embedding_is_trained_with_the_flow(tmp_path, objective):
-    data = trials_file(tmp_path / "trials.npy", n=1024)
-    options = {"objective": objective, "blocks": 1, "hidden": 16, "epochs": 3,
+    data = trials_file(tmp_path / "trials.npy", n=512)
+    options = {"objective": objective, "blocks": 1, "hidden": 8, "epochs": 2,
                "validation": 0.0, "embedding": "set", "embedding_features": 4}  # fmt: skip
     result = ffjord.train(tmp_path / "run", data=str(data), context_dims=12, context_shape=(6, 2),
                           show_progress=False, **options)  # fmt: skip
@@ -127,7 +127,7 @@ def test_the_embedding_is_trained_with_the_flow(tmp_path, objective):
         ("mlp", False),
         ("set", True),
         pytest.param("conv1d", True, marks=pytest.mark.slow),  # 30 s: three runs
-        ("linear", False),
+        pytest.param("linear", False, marks=pytest.mark.slow),  # as test_cli_conditional's
     ],
 )
 def test_a_run_with_an_embedding_loads_and_resumes_exactly(tmp_path, embedding, resume):
