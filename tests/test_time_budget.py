@@ -49,13 +49,14 @@ def test_the_deadline_stops_training_before_an_epoch_that_would_not_end_in_time(
     field = ffjord.MLPField(2, 8, 3, context_dim=2, key=jax.random.key(0))
     base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
     model = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
-    deadline = time.perf_counter() + 6.0  # compiling takes 1-3 s of it
+    deadline = time.perf_counter() + 8.0  # compiling takes 1-3 s of it
     done = run_training(jax.random.key(1), model, Points(rows[:, :2], rows[:, 2:]),
                         test=Points(rows[:200, :2], rows[:200, 2:]),
                         objective=ffjord.FlowMatching(),
-                        options=TrainingOptions(epochs=10_000, batch_size=64, test_every=10_000),
-                        show_progress=False, deadline=deadline)  # fmt: skip
-    assert time.perf_counter() < deadline + 2.0
+                        options=TrainingOptions(epochs=10_000, batch_size=64, test_every=10_000,
+                                                deadline=deadline),
+                        show_progress=False)  # fmt: skip
+    assert time.perf_counter() < deadline + 3.0
     assert 1 <= len(done.history) < 10_000
     assert done.history[-1]["stopped"] == "time budget"
     assert all("stopped" not in r for r in done.history[:-1])

@@ -24,6 +24,9 @@ class TrainingOptions:
     - `test_every`: measure the held-out NLL every that many epochs (and after the last).
     - `devices`: data parallelism (an integer N or a list of devices); not part of what a
       run is (a resumed run may use another number).
+    - `deadline`: when training must end, on `time.perf_counter`'s clock: it stops before
+      an epoch that would not end in time (a time budget's; like `devices`, not part of
+      what a run is).
 
     Every value is checked when the options are made; messages name the parameter.
 
@@ -47,6 +50,7 @@ class TrainingOptions:
     patience: int | None = None
     test_every: int = 1
     devices: Any = None
+    deadline: float | None = None
 
     def __post_init__(self):
         def set_(name: str, value: Any) -> None:

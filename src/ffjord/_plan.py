@@ -144,6 +144,15 @@ class RunPlan:
             warm = dataclasses.replace(warm, options=options)
         return dataclasses.replace(self, training=training, warm_start=warm)
 
+    def until(self, warm_deadline: float, deadline: float) -> "RunPlan":
+        """This plan with its stages' deadlines (`time.perf_counter`'s clock)."""
+        warm = self.warm_start
+        if warm is not None:
+            warm = dataclasses.replace(warm, options=warm.options.replace(deadline=warm_deadline))
+        return dataclasses.replace(
+            self, training=self.training.replace(deadline=deadline), warm_start=warm
+        )
+
     @property
     def key(self) -> jax.Array:
         """The key of training's randomness (shuffles, probes), apart from initialisation."""
@@ -636,7 +645,8 @@ def train(
                                  plan.warm_start, Points(*source.split(train_rows)), plan.key,
                                  fixed=_given_stages(given))  # fmt: skip
             plan = plan.within(budget, given=tuple(given))
-    warm_deadline, deadline = (None, None) if budget is None else budget.deadlines(started)
+    if budget is not None:
+        plan = plan.until(*budget.deadlines(started))
     return run_training(
         plan.key,
         dist,
@@ -653,8 +663,6 @@ def train(
             None if budget is None else budget.to_config(),
         ),  # fmt: skip
         show_progress=show_progress,
-        deadline=deadline,
-        warm_deadline=warm_deadline,
     )
 
 

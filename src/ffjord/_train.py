@@ -227,14 +227,11 @@ def run_training(
     run: RunTarget | None = None,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
-    deadline: float | None = None,
-    warm_deadline: float | None = None,
 ) -> Training:
     """The engine behind `fit` and `ffjord train`: train `dist` on `data` under
     `objective` with `options`, after a `warm_start` stage if given, writing `run`.
-    With a `deadline` (`time.perf_counter`'s clock; the warm start's: `warm_deadline`),
-    training stops before an epoch that would not end in time (its last record says
-    `"stopped": "time budget"`)."""
+    With a `deadline` in `options` (and in the warm start's), training stops before an
+    epoch that would not end in time (its last record says `"stopped": "time budget"`)."""
     started = time.perf_counter()
     options = TrainingOptions() if options is None else options
     data, test = checked_points(dist, data, test)
@@ -285,7 +282,6 @@ def run_training(
             options=warm_start.options.replace(devices=options.devices),
             run=warm_run,
             show_progress=show_progress,
-            deadline=warm_deadline,
         )
         state = trainer.start_from(state, warmed.dist)
     if not _finished(state, options):
@@ -300,7 +296,6 @@ def run_training(
                 callback=callback,
                 show_progress=show_progress and jax.process_index() == 0,
                 started=started,
-                deadline=deadline,
             )
     kept = trainer.kept_model(state)
     test_nll = None
@@ -425,10 +420,10 @@ def _loop(
     callback,
     show_progress: bool,
     started: float,
-    deadline: float | None = None,
 ) -> TrainState:
-    """Epochs until finished (or until the next would end after `deadline`): train,
-    evaluate, keep the best, write the run directory."""
+    """Epochs until finished (or until the next would end after `options.deadline`):
+    train, evaluate, keep the best, write the run directory."""
+    deadline = options.deadline
     train, val, test = splits.train, splits.validation, splits.test
     snapshot = None
     if run is not None and trainer.dist.dim == 2 and train.context is None:
@@ -586,7 +581,9 @@ def fit(
         >>> len(history), record["epoch"], record["steps"]  # one epoch of 64 // 32 steps
         (1, 1, 2)
     """
-    started = time.perf_counter()
+    deadline = None
+    if time_budget is not None:
+        deadline = time.perf_counter() + positive_number(time_budget, "time_budget")
     options = TrainingOptions(
         epochs=epochs,
         batch_size=batch_size,
@@ -596,9 +593,8 @@ def fit(
         patience=patience,
         test_every=test_every,
         devices=devices,
+        deadline=deadline,
     )
-    if time_budget is not None:
-        positive_number(time_budget, "time_budget")
     if resume and run_dir is None:
         raise InputError(
             "resume=True continues a run directory: give run_dir",
@@ -618,7 +614,6 @@ def fit(
         run=None if run_dir is None else RunTarget(Path(run_dir), resume=resume),
         callback=callback,
         show_progress=show_progress,
-        deadline=None if time_budget is None else started + time_budget,
     )
     return result.dist, result.history
 
