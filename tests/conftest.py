@@ -1,15 +1,20 @@
+import atexit
 import itertools
 import os
+import shutil
 import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
-# The CLI caches compiled programs; keep the tests' cache out of the user's home.
-os.environ.setdefault(
-    "FFJORD_CACHE_DIR", os.path.join(tempfile.gettempdir(), "ffjord-tests-jax-cache")
-)
+# The CLI caches compiled programs; keep the tests' cache out of the user's home, and give
+# each test process its own (removed at exit): entries another process is writing, or one
+# a killed run left half-written, are never read.
+if "FFJORD_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="ffjord-tests-jax-cache-")
+    os.environ["FFJORD_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
 @pytest.fixture
