@@ -8,9 +8,10 @@ import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
-# The CLI caches compiled programs; keep the tests' cache out of the user's home, and give
-# each test process its own (removed at exit): entries another process is writing, or one
-# a killed run left half-written, are never read.
+# The CLI caches compiled programs; keep the tests' cache out of the user's home. One cache
+# per test session (removed at exit), shared by its workers (they inherit this process'
+# environment; sharing halves the suite's time), so no entry a killed earlier run left
+# half-written is ever read.
 if "FFJORD_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="ffjord-tests-jax-cache-")
     os.environ["FFJORD_CACHE_DIR"] = _cache
