@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from ._bijector import AbstractBijector, ContextMap, check_wrapped
+from ._checks import is_int
 from ._config import Described, InitKeys, config_of
 
 EMBEDDINGS = ("mlp", "conv1d", "set", "linear", "none")  # `ffjord train --embedding`
@@ -41,9 +42,9 @@ CONV_LAYERS = 3  # stride-2 convolutions: a series of T steps is summarised at a
 
 
 def _count(value, name: str, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{owner}: {name} must be an integer >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 def _shape(shape, owner: str) -> tuple[int, int]:

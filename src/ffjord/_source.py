@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import datasets, simulators
+from ._checks import is_int
 from ._errors import InputError
 
 TOY_ROWS = (8192, 4096)  # (training, held-out): the tutorial's fresh draws
@@ -191,9 +192,7 @@ class DataSource:
     def with_context_shape(self, shape: Any) -> "DataSource":
         """This source with its condition rows read as `shape = (T, C)`, T * C of them."""
         ok = isinstance(shape, (tuple, list)) and len(shape) == 2
-        if not ok or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape
-        ):
+        if not ok or not all(is_int(v) and v >= 1 for v in shape):
             raise InputError(
                 f"context_shape must be two positive integers T, C, got {shape!r}",
                 parameters=("context_shape",),
@@ -211,7 +210,7 @@ class DataSource:
                 f"{self.context_dims})",
                 parameters=("context_shape", "context_dims"),
             )
-        return dataclasses.replace(self, context_shape=(steps, channels))
+        return dataclasses.replace(self, context_shape=(int(steps), int(channels)))
 
     def sampling_box(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(low, high) per data column that draws are kept within (infinite where
