@@ -33,6 +33,14 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", default=["slcp"])
     p.add_argument("--variants", nargs="+", default=[""], help="option strings ('' = defaults)")
     p.add_argument("--simulations", type=int, default=10_000)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="simulation seeds")
+    p.add_argument(
+        "--observations",
+        nargs="+",
+        type=int,
+        default=list(sbi_tasks.OBSERVATIONS),
+        help="sbibm observation numbers (1-10; default 1 2 3)",
+    )
     p.add_argument("--c2st-samples", type=int, help="C2ST of the first N samples only")
     p.add_argument("--out", default="docs/benchmarks/sbi_variants.jsonl")
     harness.add_smoke(p)
@@ -53,26 +61,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ffjord_sbi_variants_") as tmp:
         for name in args.tasks:
             task = sbi_tasks.load_task(name)
-            theta, x = sbi_tasks.simulate(task, args.simulations, 0)
-            for i, options in enumerate(args.variants):
-                work = Path(tmp) / f"{name}-{i}"
-                r = sbi_tasks.run_ffjord(
-                    task, theta, x, work, shlex.split(options), args.c2st_samples
-                )
-                row = {
-                    "task": name,
-                    "options": options or "(none: the defaults)",
-                    "c2st": round(r["c2st_mean"], 4),
-                    "per_observation": [round(c, 4) for c in r["c2st"]],
-                    "c2st_samples": args.c2st_samples or sbi_tasks.NUM_POSTERIOR_SAMPLES,
-                    "training_seconds": round(r["training_seconds"], 1),
-                    "epochs": r.get("epochs"),
-                    "test_nll": r.get("summary", {}).get("test_nll"),
-                }
-                print(json.dumps(row), flush=True)
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            for seed in args.seeds:
+                theta, x = sbi_tasks.simulate(task, args.simulations, seed)
+                for i, options in enumerate(args.variants):
+                    work = Path(tmp) / f"{name}-{seed}-{i}"
+                    r = sbi_tasks.run_ffjord(
+                        task,
+                        theta,
+                        x,
+                        work,
+                        shlex.split(options),
+                        args.c2st_samples,
+                        args.observations,
+                    )
+                    record(args, name, seed, options, r)
+
+
+def record(args, name: str, seed: int, options: str, r: dict) -> None:
+    """Print and append one row of JSON for a (task, seed, variant) run."""
+    row = {
+        "task": name,
+        "seed": seed,
+        "simulations": args.simulations,
+        "options": options or "(none: the defaults)",
+        "c2st": round(r["c2st_mean"], 4),
+        "observations": r["observations"],
+        "per_observation": [round(c, 4) for c in r["c2st"]],
+        "c2st_samples": args.c2st_samples or sbi_tasks.NUM_POSTERIOR_SAMPLES,
+        "training_seconds": round(r["training_seconds"], 1),
+        "epochs": r.get("epochs"),
+        "test_nll": r.get("summary", {}).get("test_nll"),
+        "time_budget": r.get("config", {}).get("time_budget"),
+    }
+    print(json.dumps(row), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -266,7 +266,7 @@ def test_a_projected_condition_round_trips(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, err = cli(capsys, "train", "--out", out, "--data", data, "--context-dims", "40",
                        "--context-features", "2", "--objective", "likelihood", *SMALL,
-                       "--quiet")  # fmt: skip
+                       "--warm-start", "0", "--epochs", "12", "--quiet")  # fmt: skip
     assert code == 0, err
     cfg = run_settings(out)
     assert (cfg["embedding"], cfg["embedding_features"]) == ("linear", 2)
