@@ -9,18 +9,36 @@ import json
 from pathlib import Path
 
 from harness import fmt
-from sbi_tasks import LABELS, METHODS, NUM_POSTERIOR_SAMPLES, OBSERVATIONS, PEERS
+from sbi_tasks import ANCHORS, LABELS, METHODS, NUM_POSTERIOR_SAMPLES, OBSERVATIONS, PEERS
 
 DEFAULT_OUT = "docs/benchmarks/sbi.json"
 DEFAULT_REPORT = "docs/SBI.md"
 
 
+def observation_text(r: dict) -> str:
+    """`1-10`, `1, 2, 3`: the observations a result scored."""
+    seen = r.get("observations", list(OBSERVATIONS))
+    if seen == list(range(seen[0], seen[-1] + 1)) and len(seen) > 3:
+        return f"{seen[0]}-{seen[-1]}"
+    return ", ".join(map(str, seen))
+
+
+def c2st_cells(r: dict) -> str:
+    """The per-observation C2ST (up to 3 observations) or each seed's mean."""
+    if "seed_means" in r:
+        return "seeds: " + " / ".join(f"{c:.3f}" for c in r["seed_means"])
+    if len(r["c2st"]) <= 3:
+        return "obs: " + " / ".join(f"{c:.3f}" for c in r["c2st"])
+    return f"obs: {min(r['c2st']):.3f} to {max(r['c2st']):.3f}"
+
+
 def table_rows(report: dict) -> tuple[list[str], list[str], list[str]]:
     """Markdown lines: the results table, the ratio table and the failures/skips."""
     rows = [
-        "| task | method | C2ST mean | C2ST obs 1 / 2 / 3 | training s | sampling s "
-        "(3 x 10k) | epochs | outside prior | load before / after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | method | C2ST mean | observations | by seed or observation | anchor "
+        "(mean - anchor) | training s | sampling s | epochs | outside prior | load "
+        "before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratio_rows = [
         "| task | ffjord/NPE training | ffjord/FMPE training | ffjord/NPE sampling "
@@ -33,12 +51,13 @@ def table_rows(report: dict) -> tuple[list[str], list[str], list[str]]:
             problems.append(f"- `{name}`: skipped ({entry['skipped']})")
             continue
         methods = entry["methods"]
+        anchor = ANCHORS.get(name, (None, ""))[0]
         for method in METHODS:
             r = methods.get(method)
             if r is None:
                 continue
             if not r.get("ok"):
-                rows.append(f"| {name} | {LABELS[method]} | failed | | | | | | |")
+                rows.append(f"| {name} | {LABELS[method]} | failed | | | | | | | | |")
                 lines = [line for line in r.get("error", "failed").splitlines() if line.strip()]
                 text = lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1].strip()}"
                 problems.append(f"- `{name}` / {LABELS[method]}: {text}")
@@ -50,11 +69,15 @@ def table_rows(report: dict) -> tuple[list[str], list[str], list[str]]:
             if inside:
                 outside_text += " (C2ST inside: " + ", ".join(f"{v:.3f}" for v in inside.values())
                 outside_text += ")"
+            versus = f"{anchor:.3f} ({r['c2st_mean'] - anchor:+.3f})" if anchor else "-"
+            epochs = r.get("epochs")
+            epochs_text = (
+                "/".join(map(str, epochs)) if isinstance(epochs, list) else fmt(epochs, "d", "-")
+            )
             rows.append(
-                f"| {name} | {LABELS[method]} | {r['c2st_mean']:.3f} | "
-                + " / ".join(f"{c:.3f}" for c in r["c2st"])
-                + f" | {r['training_seconds']:.1f} | {r['sampling_seconds']:.1f} | "
-                f"{fmt(r.get('epochs'), 'd', '-')} | {outside_text} | {load} |"
+                f"| {name} | {LABELS[method]} | {r['c2st_mean']:.3f} | {observation_text(r)} | "
+                f"{c2st_cells(r)} | {versus} | {r['training_seconds']:.1f} | "
+                f"{r['sampling_seconds']:.1f} | {epochs_text} | {outside_text} | {load} |"
             )
         ff = methods.get("ffjord")
         if ff and ff.get("ok") and any(methods.get(p, {}).get("ok") for p in PEERS):
@@ -100,21 +123,28 @@ def write_markdown(report: dict, path: Path, out: Path) -> None:
         ]
     lines += [
         f"Each task: {meta['simulations']} simulations (theta, x) from sbibm's prior and "
-        f"simulator (seed {meta['seed']}, float32), the same for every method; for observations "
-        f"{', '.join(map(str, OBSERVATIONS))} {NUM_POSTERIOR_SAMPLES} posterior samples, "
-        "scored by sbibm's `c2st` against the reference posterior (0.5 is perfect).",
+        f"simulator (seeds {', '.join(map(str, meta.get('seeds', [meta.get('seed', 0)])))}, "
+        "float32; later commands may add others, as each row says), the same for every "
+        f"method; for each observation {NUM_POSTERIOR_SAMPLES} posterior samples, "
+        "scored by sbibm's `c2st` against the reference posterior (0.5 is perfect). The "
+        "C2ST mean is over the observations and the seeds of the row; the anchor is the "
+        "best published amortized C2ST at 10,000 simulations over observations 1-10 "
+        "(`ANCHORS` in `sbi_tasks.py`, with sources). Peers' results are kept in "
+        "`docs/benchmarks/sbi_peers.json` and reused for the same task, seed and "
+        "observations.",
         "",
         "- sbi NPE / FMPE: `NPE(prior)` / `FMPE(prior)`, `append_simulations(theta, x).train()` "
         "and `build_posterior()` with every default, in this process (torch, 2 threads); "
         "sampling is `posterior.sample((10000,), x=obs)` (rejects samples outside the prior).",
         "- ffjord: the plain `ffjord train --data PAIRS.npy --context-dims d_x --out RUN` (theta "
         "columns first, then x), then `ffjord sample RUN -n 10000 --context OBS.npy -o "
-        "SAMPLES.npy` for the three observations at once; both timed as whole processes "
+        "SAMPLES.npy` for all the observations at once; both timed as whole processes "
         "(start-up, JAX import and compilation included). `ffjord sample` redraws draws outside "
         "the range of the training parameters (its default; it is not given the prior). The "
         "outside-prior column gives the largest fraction of a method's samples outside the "
         "prior's support (and the C2ST of the samples inside).",
-        "- Sampling seconds: the sum over the three observations. Load: the 1-minute load "
+        "- Training and sampling seconds: the mean over the row's seeds; sampling sums over "
+        "the row's observations. Load: the 1-minute load "
         "average before and after the method ran (the machine may be shared; times taken "
         "under a load above the core count are inflated).",
         "",

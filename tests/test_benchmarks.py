@@ -148,3 +148,27 @@ def test_the_embedding_tasks_likelihoods_are_the_gaussian_densities():
     # conjugate answer (flat prior: mu | x, sigma ~ N(mean, sigma^2 / n)).
     draws = trials.posterior_draws(np.random.default_rng(2), x, 20_000)
     assert abs(draws[:, 0].mean() - x.mean()) < 4 * x.std() / np.sqrt(50) / np.sqrt(20_000) + 1e-3
+
+
+def test_sbi_results_over_seeds_and_cached_peers_keep_each_observation():
+    """Seeds average per observation (each seed's mean kept); a cached peer serves a
+    subset of its observations, reordered, and nothing it did not score."""
+    tasks, compare = load("sbi_tasks"), load("compare_sbi")
+
+    def result(seed, c2st):
+        r = tasks.new_result("npe")
+        r.update(seed=seed, observations=[1, 2, 3], c2st=c2st, training_seconds=10.0 * seed)
+        r.update(outside_prior_fraction=[0.0, 0.1, 0.0], non_finite=[0, 0, 1])
+        r.update(sampling_seconds_per_observation=[1.0, 2.0, 3.0], sampling_seconds=6.0)
+        return tasks.finish(r)
+
+    merged = tasks.over_seeds([result(1, [0.6, 0.7, 0.8]), result(3, [0.8, 0.7, 0.6])])
+    np.testing.assert_allclose(merged["c2st"], [0.7, 0.7, 0.7])
+    np.testing.assert_allclose(merged["seed_means"], [0.7, 0.7])
+    assert merged["seeds"] == [1, 3] and merged["training_seconds"] == 20.0
+    cache = {"t|npe|100|1": result(1, [0.6, 0.7, 0.8])}
+    picked = compare.cached_peer(cache, "t|npe|100|1", [3, 1])
+    assert picked["c2st"] == [0.8, 0.6] and picked["non_finite"] == [1, 0]
+    assert picked["sampling_seconds"] == 4.0 and picked["c2st_mean"] == pytest.approx(0.7)
+    assert compare.cached_peer(cache, "t|npe|100|1", [1, 4]) is None
+    assert compare.cached_peer(cache, "t|npe|100|2", [1]) is None
