@@ -11,13 +11,14 @@ import ast
 from pathlib import Path
 
 import ffjord
-from ffjord import cli, datasets, figures, plotting, simulators
+from ffjord import cli, datasets, figures, plotting, sbi, simulators
 
 MODULES = {
     "ffjord.datasets": datasets,
     "ffjord.simulators": simulators,
     "ffjord.plotting": plotting,
     "ffjord.figures": figures,
+    "ffjord.sbi": sbi,
 }
 
 

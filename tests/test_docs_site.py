@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 import ffjord
-from ffjord import cli, datasets, plotting, simulators
+from ffjord import cli, datasets, plotting, sbi, simulators
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("mkdocs", reason="the docs extra: pip install -e '.[docs]'")
@@ -36,7 +36,7 @@ def site(tmp_path_factory) -> Path:
 def test_every_public_name_is_in_the_api_reference(site):
     page = (site / "api" / "index.html").read_text()
     names = [f"ffjord.{n}" for n in ffjord.__all__]
-    for module in (datasets, plotting, simulators):
+    for module in (datasets, plotting, sbi, simulators):
         names += [f"{module.__name__}.{n}" for n in module.__all__]
     missing = [n for n in names if f'id="{n}"' not in page]
     assert not missing

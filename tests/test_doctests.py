@@ -18,9 +18,15 @@ import pytest
 import ffjord
 
 MODULES = ["ffjord"] + sorted(
-    f"ffjord.{info.name}" for info in pkgutil.iter_modules(ffjord.__path__)
+    info.name for info in pkgutil.walk_packages(ffjord.__path__, prefix="ffjord.")
 )
-PUBLIC_MODULES = ["ffjord.datasets", "ffjord.figures", "ffjord.plotting", "ffjord.simulators"]
+PUBLIC_MODULES = [
+    "ffjord.datasets",
+    "ffjord.figures",
+    "ffjord.plotting",
+    "ffjord.sbi",
+    "ffjord.simulators",
+]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -35,7 +41,8 @@ def _doctests(module) -> list[doctest.DocTest]:
 
 
 def test_every_module_is_listed() -> None:
-    assert {"ffjord._bijector", "ffjord.datasets", "ffjord.plotting", "ffjord.cli"} <= set(MODULES)
+    expected = {"ffjord._bijector", "ffjord.datasets", "ffjord.plotting", "ffjord.cli"}
+    assert expected | {"ffjord.sbi", "ffjord.sbi._diagnostics"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -119,10 +126,10 @@ def test_every_public_name_has_an_example():
     import inspect
 
     import ffjord
-    from ffjord import datasets, figures, plotting, simulators
+    from ffjord import datasets, figures, plotting, sbi, simulators
 
     named = [(f"ffjord.{n}", getattr(ffjord, n)) for n in ffjord.__all__]
-    for module in (datasets, figures, plotting, simulators):
+    for module in (datasets, figures, plotting, sbi, simulators):
         named += [(f"{module.__name__}.{n}", getattr(module, n)) for n in module.__all__]
     without = [
         name

@@ -1,0 +1,26 @@
+"""Simulation-based inference with ffjord's conditional flows: checks that a posterior
+can be trusted (`sbc`, `coverage`, `tarp`), each beside its sharpness.
+
+Example:
+    >>> from ffjord import sbi
+    >>> sorted(name for name in sbi.__all__ if name.islower())
+    ['coverage', 'sbc', 'tarp']
+"""
+
+from ._diagnostics import AbstractPosterior as AbstractPosterior
+from ._diagnostics import CoverageResult as CoverageResult
+from ._diagnostics import SBCResult as SBCResult
+from ._diagnostics import TARPResult as TARPResult
+from ._diagnostics import coverage as coverage
+from ._diagnostics import sbc as sbc
+from ._diagnostics import tarp as tarp
+
+__all__ = [
+    "AbstractPosterior",
+    "CoverageResult",
+    "SBCResult",
+    "TARPResult",
+    "coverage",
+    "sbc",
+    "tarp",
+]
