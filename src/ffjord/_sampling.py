@@ -2,13 +2,14 @@
 optionally kept within a box (a prior's support, the training data's range)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._checks import positive_int
 from ._distributions import TransformedDistribution
 from ._errors import InputError
 from ._keys import as_typed_key
-from ._trainer import transform
+from ._trainer import transform, transform_with_log_det
 
 MAX_DRAWS = 100  # draws per kept sample before `sample_within` gives up
 ROUND_ROWS = 1 << 20  # the most rows one round of rejection draws at once (memory bound)
@@ -55,16 +56,31 @@ def _conditions(dist: TransformedDistribution, context) -> np.ndarray | None:
     return context
 
 
-def _draw(dist: TransformedDistribution, key, n: int, conditions: np.ndarray | None):
-    """`n` draws per condition, `(rows, n, d)`: base draws in float32 (the same numbers
-    in 32- and 64-bit mode), in the model's dtype, pushed through the flow in chunks."""
+def _base_draws(dist: TransformedDistribution, key, n: int, conditions: np.ndarray | None):
+    """(base draws `(rows * n, d)`, their conditions or None): in float32 (the same
+    numbers in 32- and 64-bit mode), in the model's dtype; row i * n + j is draw j of
+    condition i."""
     rows = 1 if conditions is None or conditions.ndim == 1 else len(conditions)
     dtype = np.asarray(dist.base.loc).dtype
     base = np.asarray(dist.base.sample(key, (rows * n,)), np.float32).astype(dtype)
     context = None
-    if conditions is not None:  # row i * n + j: draw j of condition i
+    if conditions is not None:
         context = np.repeat(np.atleast_2d(conditions), n, axis=0).astype(dtype)
-    return transform(dist.bijector, base, context).reshape(rows, n, dist.dim)
+    return base, context
+
+
+def _draw(dist: TransformedDistribution, key, n: int, conditions: np.ndarray | None):
+    """`n` draws per condition, `(rows, n, d)`, pushed through the flow in chunks."""
+    base, context = _base_draws(dist, key, n, conditions)
+    return transform(dist.bijector, base, context).reshape(-1, n, dist.dim)
+
+
+def _draw_with_log_prob(dist: TransformedDistribution, key, n: int, conditions):
+    """`_draw`'s draws and their log densities `(rows, n)`, from the same solves."""
+    base, context = _base_draws(dist, key, n, conditions)
+    y, log_det = transform_with_log_det(dist.bijector, base, context)
+    log_prob = np.asarray(dist.base.log_prob(jnp.asarray(base))) - log_det
+    return y.reshape(-1, n, dist.dim), log_prob.reshape(-1, n)
 
 
 def sample_within(
@@ -96,14 +112,41 @@ def sample_within(
         >>> y.shape, bool((y[:, 0] >= 0).all() and (y[:, 1] <= 1).all())
         ((500, 2), True)
     """
+    samples, _ = draws_within(dist, key, n, low, high, context, max_draws, region)
+    return samples
+
+
+def draws_within(
+    dist: TransformedDistribution,
+    key,
+    n: int,
+    low=None,
+    high=None,
+    context=None,
+    max_draws: int = MAX_DRAWS,
+    region: str = "the box",
+    with_log_prob: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`sample_within`'s draws and, with `with_log_prob`, their log densities under the
+    flow (`(n,)` or `(m, n)`, from the same solves; not renormalised to the box)."""
     n = positive_int(n, "n")
     max_draws = positive_int(max_draws, "max_draws")
     conditions = _conditions(dist, context)
     key = as_typed_key(key)
     single = conditions is None or conditions.ndim == 1
+
+    def draw(key, count) -> tuple[np.ndarray, np.ndarray | None]:
+        if with_log_prob:
+            return _draw_with_log_prob(dist, key, count, conditions)
+        return _draw(dist, key, count, conditions), None
+
+    def result(samples, log_probs):
+        if single:
+            return samples[0], None if log_probs is None else log_probs[0]
+        return samples, log_probs
+
     if low is None and high is None:
-        draws = _draw(dist, key, n, conditions)
-        return draws[0] if single else draws
+        return result(*draw(key, n))
     d = dist.dim
     low = np.broadcast_to(np.asarray(-np.inf if low is None else low, np.float64), (d,))
     high = np.broadcast_to(np.asarray(np.inf if high is None else high, np.float64), (d,))
@@ -111,6 +154,7 @@ def sample_within(
         raise InputError("the box needs low <= high in every column", parameters=("low", "high"))
     rows = 1 if single else len(conditions)  # type: ignore[arg-type]
     kept: list[list[np.ndarray]] = [[] for _ in range(rows)]
+    kept_log_probs: list[list[np.ndarray]] = [[] for _ in range(rows)]
     got, drawn, batch = np.zeros(rows, int), 0, n
     while got.min() < n:
         if drawn >= max_draws * n:
@@ -124,14 +168,17 @@ def sample_within(
                 worst if rows > 1 else None,
             )
         key, sub = jax.random.split(key)
-        draws = _draw(dist, sub, batch, conditions)
+        draws, log_probs = draw(sub, batch)
         drawn += batch
         for i in range(rows):
-            inside = draws[i][np.all((draws[i] >= low) & (draws[i] <= high), axis=1)]
-            kept[i].append(inside[: n - got[i]])
+            inside = np.all((draws[i] >= low) & (draws[i] <= high), axis=1)
+            kept[i].append(draws[i][inside][: n - got[i]])
+            if log_probs is not None:
+                kept_log_probs[i].append(log_probs[i][inside][: n - got[i]])
             got[i] += len(kept[i][-1])
         accepted = max(got.min(), 1) / drawn  # the slowest condition sets the next batch
         batch = int(max((n - got.min()) / accepted * 1.2, 64))
         batch = min(batch, max(ROUND_ROWS // rows, 64), max_draws * n - drawn)
     samples = np.stack([np.concatenate(parts) for parts in kept])
-    return samples[0] if single else samples
+    log_probs = np.stack([np.concatenate(p) for p in kept_log_probs]) if with_log_prob else None
+    return result(samples, log_probs)

@@ -557,13 +557,38 @@ def _forward(bijector, rows):
     return bijector.transform(rows[:, :d], context=context, log_det=False, throw=False)[0]
 
 
+@eqx.filter_jit
+def _forward_with_log_det(bijector, rows):
+    # The state and the log-determinant of its Jacobian, as one more column.
+    d = rows.shape[1] if bijector.dim is None else bijector.dim
+    context = rows[:, d:] if rows.shape[1] > d else None
+    y, log_det, _ = bijector.transform(rows[:, :d], context=context, throw=False)
+    return jnp.concatenate([y, log_det[:, None].astype(y.dtype)], axis=1)
+
+
+def _chunk_rows(points: np.ndarray, context: np.ndarray | None) -> np.ndarray:
+    return points if context is None else np.concatenate([points, context], axis=1)
+
+
 def transform(bijector, points: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
     """Push points (n, d) (under their conditions (n, k)) through the flow in fixed-size
     chunks (one compilation, every core)."""
     if points.shape[0] == 0:
         return np.zeros((0, points.shape[1]), points.dtype)
-    rows = points if context is None else np.concatenate([points, context], axis=1)
-    return map_chunks(_forward, rows, CHUNK, for_inference(bijector))
+    return map_chunks(_forward, _chunk_rows(points, context), CHUNK, for_inference(bijector))
+
+
+def transform_with_log_det(
+    bijector, points: np.ndarray, context: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`transform`, and the log-determinants (n,) of the map's Jacobian at the points from
+    the same solves."""
+    n, d = points.shape
+    if n == 0:
+        return np.zeros((0, d), points.dtype), np.zeros(0, points.dtype)
+    rows = _chunk_rows(points, context)
+    out = map_chunks(_forward_with_log_det, rows, CHUNK, for_inference(bijector))
+    return out[:, :d], out[:, d]
 
 
 def _epoch_order(key_data: Array, epoch: int, n: int) -> np.ndarray:

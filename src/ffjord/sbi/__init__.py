@@ -1,5 +1,6 @@
-"""Simulation-based inference with ffjord's conditional flows: checks that a posterior
-can be trusted (`sbc`, `coverage`, `tarp`), each beside its sharpness.
+"""Simulation-based inference with ffjord's conditional flows: priors (`BoxUniform`,
+`Independent`), a `Posterior` kept inside the prior's support, and checks that a
+posterior can be trusted (`sbc`, `coverage`, `tarp`), each beside its sharpness.
 
 Example:
     >>> from ffjord import sbi
@@ -14,9 +15,17 @@ from ._diagnostics import TARPResult as TARPResult
 from ._diagnostics import coverage as coverage
 from ._diagnostics import sbc as sbc
 from ._diagnostics import tarp as tarp
+from ._posterior import Posterior as Posterior
+from ._prior import AbstractPrior as AbstractPrior
+from ._prior import BoxUniform as BoxUniform
+from ._prior import Independent as Independent
 
 __all__ = [
     "AbstractPosterior",
+    "AbstractPrior",
+    "BoxUniform",
+    "Independent",
+    "Posterior",
     "CoverageResult",
     "SBCResult",
     "TARPResult",

@@ -1,0 +1,113 @@
+"""`ffjord.sbi.Posterior` on a flow that is exactly a known posterior: draws, densities,
+the prior's support, leakage correction, bounded effort, and the diagnostics on it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import ffjord
+from ffjord import InputError, OutsideBox, sbi
+from ffjord.cli import main
+
+NOISE = 0.5  # theta ~ N(0, I), x = theta + NOISE * eps: theta | x ~ N(A x, S^2)
+A = 1 / (1 + NOISE**2)
+S = NOISE * np.sqrt(A)
+
+
+def exact_flow(p: int) -> ffjord.TransformedDistribution:
+    """N(0, I) pushed to N(A x, S^2 I) along z(t) = (1 + t (S - 1)) z0 + t A x."""
+
+    def velocity(t, z, x):
+        z0 = (z - t * A * x) / (1 + t * (S - 1))
+        return (S - 1) * z0 + A * x
+
+    field = ffjord.CallableField(velocity, dim=p, context_dim=p)
+    base = ffjord.MultivariateNormalDiag(jnp.zeros(p), jnp.ones(p))
+    return ffjord.TransformedDistribution(base, ffjord.FFJORD(field, rtol=1e-6, atol=1e-8))
+
+
+def test_draws_and_densities_are_the_known_posterior():
+    posterior = sbi.Posterior(exact_flow(2))
+    x = np.array([[1.0, -2.0], [0.0, 0.5], [3.0, 3.0]])
+    theta, log_q = posterior.sample_and_log_prob(jax.random.key(0), (4000,), x=x)
+    assert theta.shape == (4000, 3, 2) and log_q.shape == (4000, 3)
+    np.testing.assert_allclose(theta.mean(axis=0), A * x, atol=0.03)
+    np.testing.assert_allclose(theta.std(axis=0), S, rtol=0.05)
+    exact = stats.norm.logpdf(theta, A * x, S).sum(-1)
+    np.testing.assert_allclose(log_q, exact, atol=1e-4)
+    np.testing.assert_allclose(posterior.log_prob(theta[:50], x=x), exact[:50], atol=1e-4)
+    one = posterior.sample(jax.random.key(1), (2, 5), x=x[0])
+    assert one.shape == (2, 5, 2)
+    assert posterior.log_prob(one, x=x[0]).shape == (2, 5)
+
+
+def test_the_priors_support_keeps_draws_in_and_leakage_is_corrected():
+    prior = sbi.BoxUniform([-0.5], [1.0])  # cuts the posterior N(0.8, 0.45^2) at 1.0
+    posterior = sbi.Posterior(exact_flow(1), prior=prior)
+    x = np.array([1.0])
+    theta = posterior.sample(jax.random.key(0), (3000,), x=x)
+    assert theta.min() >= -0.5 and theta.max() <= 1.0
+    grid = np.linspace(-0.5, 1.0, 301)[:, None]
+    raw = np.exp(posterior.log_prob(grid, x=x))
+    corrected = np.exp(posterior.log_prob(grid, x=x, leakage_key=jax.random.key(1)))
+    inside = stats.norm.cdf(1.0, A, S) - stats.norm.cdf(-0.5, A, S)
+    assert np.trapezoid(raw, grid[:, 0]) == pytest.approx(inside, abs=1e-3)
+    assert np.trapezoid(corrected, grid[:, 0]) == pytest.approx(1.0, abs=0.02)
+    assert posterior.log_prob(np.array([[1.5]]), x=x)[0] == -np.inf
+    mass = posterior.mass_inside(jax.random.key(2), np.array([[1.0], [0.0]]), 5000)
+    assert mass[0] == pytest.approx(inside, abs=0.02) and mass[1] > mass[0]
+    with pytest.raises(InputError, match=r"^none of 5000 draws of the flow lies within the "):
+        posterior.mass_inside(jax.random.key(3), np.array([[1.0], [10.0]]), 5000)
+
+
+def test_a_support_the_posterior_misses_ends_with_an_error_naming_the_share():
+    posterior = sbi.Posterior(exact_flow(1), prior=sbi.BoxUniform([4.0], [5.0]), max_draws=5)
+    with pytest.raises(OutsideBox, match=r"lie within the prior's support after \d+ draws$"):
+        posterior.sample(jax.random.key(0), (200,), x=np.array([0.0]))
+
+
+def test_the_checks_pass_on_the_exact_flow():
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=(150, 2))
+    x = theta + NOISE * rng.normal(size=(150, 2))
+    posterior = sbi.Posterior(exact_flow(2))
+    c = sbi.coverage(jax.random.key(0), posterior, theta, x, num_samples=200)
+    s = sbi.sbc(jax.random.key(1), posterior, theta, x, num_samples=200)
+    assert c.ok and s.ok
+    np.testing.assert_allclose(c.contraction, 1 - S**2, atol=0.15)
+
+
+def test_bad_inputs_are_named():
+    posterior = sbi.Posterior(exact_flow(2))
+    with pytest.raises(InputError, match=r"^x must have shape \(2,\) or \(m, 2\), got \(3,\)$"):
+        posterior.sample(jax.random.key(0), (5,), x=np.zeros(3))
+    with pytest.raises(InputError, match=r"^theta has 4 rows on the observations' axis but"):
+        posterior.log_prob(np.zeros((4, 2)), x=np.zeros((3, 2)))
+    with pytest.raises(InputError, match=r"^the prior has 3 parameters but the flow 2$"):
+        sbi.Posterior(exact_flow(2), prior=sbi.BoxUniform([0, 0, 0], [1, 1, 1]))
+    unconditional = ffjord.TransformedDistribution(
+        ffjord.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1)),
+        ffjord.Affine(jnp.zeros(1), jnp.ones(1)),
+    )
+    with pytest.raises(InputError, match=r"^Posterior needs a conditional flow"):
+        sbi.Posterior(unconditional)
+    with pytest.raises(InputError, match=r"^BoxUniform needs low < high in every column"):
+        sbi.BoxUniform([0.0, 1.0], [1.0, 1.0])
+    with pytest.raises(InputError, match=r"^Independent takes priors"):
+        sbi.Independent([object()])
+
+
+def test_a_given_prior_wins_over_the_support_a_run_recorded(tmp_path):
+    out = tmp_path / "run"
+    tiny = ["--epochs", "1", "--blocks", "1", "--hidden", "4", "--warm-start", "0"]
+    assert main(["train", "--data", "arcs", "--out", str(out), *tiny, "--quiet",
+                 "--no-figures"]) == 0  # fmt: skip
+    recorded = sbi.Posterior(out)
+    assert np.all(np.isfinite(recorded.low)) and recorded.region == "the recorded support"
+    wide = sbi.Independent([sbi.BoxUniform([-50.0], [50.0]),
+                            ffjord.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1))])  # fmt: skip
+    given = sbi.Posterior(out, prior=wide)
+    assert given.low.tolist() == [-50.0, -np.inf] and given.high.tolist() == [50.0, np.inf]
+    assert given.region == "the prior's support"
