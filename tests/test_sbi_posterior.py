@@ -99,15 +99,52 @@ def test_bad_inputs_are_named():
         sbi.Independent([object()])
 
 
-def test_a_given_prior_wins_over_the_support_a_run_recorded(tmp_path):
-    out = tmp_path / "run"
-    tiny = ["--epochs", "1", "--blocks", "1", "--hidden", "4", "--warm-start", "0"]
+@pytest.fixture(scope="module")
+def arcs_run(tmp_path_factory):
+    """A tiny run of `ffjord train --data arcs` (2 parameters given 2 observations)."""
+    out = tmp_path_factory.mktemp("arcs") / "run"
+    tiny = ["--epochs", "2", "--blocks", "1", "--hidden", "8", "--warm-start", "0"]
     assert main(["train", "--data", "arcs", "--out", str(out), *tiny, "--quiet",
                  "--no-figures"]) == 0  # fmt: skip
-    recorded = sbi.Posterior(out)
+    return out
+
+
+def test_a_given_prior_wins_over_the_support_a_run_recorded(arcs_run):
+    recorded = sbi.Posterior(arcs_run)
     assert np.all(np.isfinite(recorded.low)) and recorded.region == "the recorded support"
     wide = sbi.Independent([sbi.BoxUniform([-50.0], [50.0]),
                             ffjord.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1))])  # fmt: skip
-    given = sbi.Posterior(out, prior=wide)
+    given = sbi.Posterior(arcs_run, prior=wide)
     assert given.low.tolist() == [-50.0, -np.inf] and given.high.tolist() == [50.0, np.inf]
     assert given.region == "the prior's support"
+
+
+def test_diagnose_writes_its_report_whole_and_refuses_a_used_directory(arcs_run, tmp_path,
+                                                                         capsys):  # fmt: skip
+    import json
+
+    from ffjord import simulators
+
+    theta, x = simulators.simulate(60, seed=7)
+    pairs = tmp_path / "test.npy"
+    np.save(pairs, np.concatenate([theta, x], axis=1))
+    out = tmp_path / "checks"
+    out.mkdir()  # an empty directory is fine
+    argv = ["diagnose", str(arcs_run), "--data", str(pairs), "--out", str(out)]
+    assert main([*argv, "--samples", "50"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "diagnostics.json").read_text())
+    assert {k: printed[k] for k in saved} == saved and set(saved) == {"sbc", "coverage", "tarp"}
+    assert saved["sbc"]["test_pairs"] == 60 and len(saved["sbc"]["pvalues"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "coverage.png", "diagnostics.json", "sbc.png", "tarp.png"]  # fmt: skip
+    before = (out / "diagnostics.json").read_text()
+    assert main([*argv, "--samples", "50"]) == 2  # not empty now: refused, nothing touched
+    err = capsys.readouterr().err
+    assert err == f"ffjord: error: {out} exists and is not an empty directory; choose a new --out\n"
+    assert (out / "diagnostics.json").read_text() == before
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((5, 3)))
+    assert main(["diagnose", str(arcs_run), "--data", str(bad), "--out", str(tmp_path / "n")]) == 2
+    assert "has 3 columns but the run's data have 4" in capsys.readouterr().err
+    assert not (tmp_path / "n").exists()

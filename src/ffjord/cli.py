@@ -203,6 +203,15 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="(re)draw the figures of a run")
     pl.add_argument("run", help="run directory")
+
+    dg = sub.add_parser("diagnose", help="calibration checks of a conditional run (SBC, "
+                        "coverage, TARP) on test pairs")  # fmt: skip
+    dg.add_argument("run", help="run directory of a conditional run")
+    dg.add_argument("--data", required=True, help="test pairs FILE.npy or FILE.csv laid out "
+                    "like the run's data (parameters, then condition columns)")  # fmt: skip
+    dg.add_argument("--out", required=True, help="new or empty directory for the report")
+    dg.add_argument("--samples", type=int, default=1000, help="posterior draws per test pair")
+    dg.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -361,12 +370,33 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from . import sbi
+    from .sbi._diagnose import check_new_directory
+
+    out = check_new_directory(args.out)
+    if args.samples is None or args.samples <= 0:
+        raise InputError(f"--samples must be a positive integer, got {args.samples}")
+    run = RunDir(Path(args.run))
+    theta, x = run.read_rows(args.data, "--data")
+    if x is None:
+        raise InputError(f"{args.run} is not conditional: diagnose needs a posterior p(theta | x)")
+    posterior = sbi.Posterior(args.run)
+    results = sbi.diagnose(jax.random.key(args.seed), posterior, theta, x,
+                           num_samples=args.samples)  # fmt: skip
+    sbi.save_diagnostics(results, out)
+    summary = {name: r.to_dict() for name, r in results.items()}
+    print(json.dumps({**summary, "out": str(out)}))
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "sample": cmd_sample,
     "density": cmd_density,
     "plot": cmd_plot,
+    "diagnose": cmd_diagnose,
 }
 
 

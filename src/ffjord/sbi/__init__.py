@@ -5,9 +5,11 @@ posterior can be trusted (`sbc`, `coverage`, `tarp`), each beside its sharpness.
 Example:
     >>> from ffjord import sbi
     >>> sorted(name for name in sbi.__all__ if name.islower())
-    ['coverage', 'sbc', 'tarp']
+    ['coverage', 'diagnose', 'save_diagnostics', 'sbc', 'tarp']
 """
 
+from ._diagnose import diagnose as diagnose
+from ._diagnose import save_diagnostics as save_diagnostics
 from ._diagnostics import AbstractPosterior as AbstractPosterior
 from ._diagnostics import CoverageResult as CoverageResult
 from ._diagnostics import SBCResult as SBCResult
@@ -30,6 +32,8 @@ __all__ = [
     "SBCResult",
     "TARPResult",
     "coverage",
+    "diagnose",
+    "save_diagnostics",
     "sbc",
     "tarp",
 ]

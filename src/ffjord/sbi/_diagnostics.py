@@ -105,7 +105,7 @@ def _test_pairs(theta, x) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Draws:
+class Draws:
     """L posterior draws for each of n test pairs, `(L, n, p)`, their log densities
     `(L, n)` (when asked for) and the log densities of the true parameters `(n,)`."""
 
@@ -124,7 +124,7 @@ class _Draws:
         }
 
 
-def _draws(key, posterior, theta, x, num_samples: int, with_log_prob: bool) -> _Draws:
+def draws_for(key, posterior, theta, x, num_samples: int, with_log_prob: bool) -> Draws:
     """Posterior draws for every test pair, a chunk of observations at a time."""
     theta, x = _test_pairs(theta, x)
     num_samples = positive_int(num_samples, "num_samples")
@@ -146,7 +146,7 @@ def _draws(key, posterior, theta, x, num_samples: int, with_log_prob: bool) -> _
             f"draws of shape ({num_samples}, m, {p}); got {drawn.shape} over all test pairs"
         )
     true_log_prob = np.asarray(posterior.log_prob(jnp.asarray(theta), x=jnp.asarray(x)))
-    return _Draws(
+    return Draws(
         theta=theta,
         samples=drawn,
         log_probs=np.concatenate(log_probs, axis=1) if log_probs else None,
@@ -241,7 +241,10 @@ class SBCResult:
             ax.set_xlabel("fractional rank")
             ax.set_title(f"{_label(labels, j)}: p = {self.pvalues[j]:.2g}", fontsize=10)
         axes[0][0].set_ylabel("ECDF - uniform")
-        fig.suptitle(f"SBC, {len(self.ranks)} test pairs, {self.num_samples} draws each")
+        fig.suptitle(
+            f"SBC, {len(self.ranks)} test pairs, {self.num_samples} draws each "
+            f"(grey: {1 - self.alpha:.0%} simultaneous band)"
+        )
         fig.tight_layout()
         return fig
 
@@ -262,12 +265,18 @@ def sbc(key, posterior, theta, x, *, num_samples: int = 1000, alpha: float = ALP
         (True, (200, 2), (2,))
     """
     key, band_key = jax.random.split(as_typed_key(key))
-    draws = _draws(key, posterior, theta, x, num_samples, with_log_prob=False)
+    draws = draws_for(key, posterior, theta, x, num_samples, with_log_prob=False)
+    return sbc_of(draws, band_key, alpha)
+
+
+def sbc_of(draws: Draws, key, alpha: float = ALPHA) -> SBCResult:
+    """`sbc` of draws already made (`key`: the band's simulations)."""
+    num_samples = draws.samples.shape[0]
     ranks = (draws.samples < draws.theta[None]).sum(axis=0)
     n, p = ranks.shape
     pvalues = np.array([_uniform_ranks_pvalue(ranks[:, j], num_samples) for j in range(p)])
     points = np.linspace(0.0, 1.0, min(n, 100) + 1)[1:-1]
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(band_key)))
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
     lower, upper = ecdf_band(n, points, alpha, rng)
     return SBCResult(
         ranks=ranks,
@@ -301,6 +310,7 @@ def _coverage_plot(levels, covered, n: int, title: str, xlabel: str, ylabel: str
     ax.plot([0, 1], [0, 1], color="0.4", lw=0.8)
     ax.plot(levels, covered, color="C0")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.text(0.03, 0.93, f"grey: ±{SIGMAS:g} s.e.", transform=ax.transAxes, fontsize=8)
     ax.set_aspect("equal")
     fig.tight_layout()
     return fig
@@ -374,8 +384,14 @@ def coverage(key, posterior, theta, x, *, num_samples: int = 1000, levels=LEVELS
         >>> r.verdict, bool(abs(r.contraction).max() < 0.2)  # or overconfident, conservative
         ('calibrated', True)
     """
-    draws = _draws(as_typed_key(key), posterior, theta, x, num_samples, with_log_prob=True)
-    assert draws.log_probs is not None
+    draws = draws_for(as_typed_key(key), posterior, theta, x, num_samples, with_log_prob=True)
+    return coverage_of(draws, levels)
+
+
+def coverage_of(draws: Draws, levels=LEVELS) -> CoverageResult:
+    """`coverage` of draws already made with their log densities."""
+    if draws.log_probs is None:
+        raise ValueError("coverage needs the log densities of the draws")
     ranks = (draws.log_probs > draws.true_log_prob[None]).mean(axis=0)
     levels = np.asarray(levels, dtype=float)
     covered = (ranks[None, :] <= levels[:, None]).mean(axis=1)
@@ -466,12 +482,16 @@ def tarp(key, posterior, theta, x, *, num_samples: int = 1000, alpha: float = AL
         (True, True)
     """
     key, reference_key = jax.random.split(as_typed_key(key))
-    draws = _draws(key, posterior, theta, x, num_samples, with_log_prob=False)
+    draws = draws_for(key, posterior, theta, x, num_samples, with_log_prob=False)
+    return tarp_of(draws, reference_key, alpha)
+
+
+def tarp_of(draws: Draws, key, alpha: float = ALPHA) -> TARPResult:
+    """`tarp` of draws already made (`key`: the reference points)."""
     low, high = draws.theta.min(axis=0), draws.theta.max(axis=0)
     scale = high - low + 1e-10
-    unit = jax.random.uniform(reference_key, draws.theta.shape)
-    references = np.asarray(unit, dtype=float)  # in the rescaled box, [0, 1]^p
-    theta_unit = (draws.theta - low) / scale
+    references = np.asarray(jax.random.uniform(key, draws.theta.shape), dtype=float)
+    theta_unit = (draws.theta - low) / scale  # the references lie in this box, [0, 1]^p
     samples_unit = (draws.samples - low) / scale
     sample_distance = np.linalg.norm(samples_unit - references[None], axis=-1)
     theta_distance = np.linalg.norm(theta_unit - references, axis=-1)
