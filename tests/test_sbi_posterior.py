@@ -148,3 +148,41 @@ def test_diagnose_writes_its_report_whole_and_refuses_a_used_directory(arcs_run,
     assert main(["diagnose", str(arcs_run), "--data", str(bad), "--out", str(tmp_path / "n")]) == 2
     assert "has 3 columns but the run's data have 4" in capsys.readouterr().err
     assert not (tmp_path / "n").exists()
+
+
+def test_sample_draws_one_pairplot_per_condition(arcs_run, tmp_path, capsys):
+    import json
+
+    conditions = tmp_path / "obs.npy"
+    np.save(conditions, np.array([[0.5, 0.2], [-0.3, 0.1]]))
+    argv = ["sample", str(arcs_run), "-n", "300", "--context", str(conditions),
+            "-o", str(tmp_path / "s.npy"), "--pairplot", str(tmp_path / "fig.png")]  # fmt: skip
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["pairplots"] == [str(tmp_path / "fig-1.png"), str(tmp_path / "fig-2.png")]
+    assert all((tmp_path / f"fig-{i}.png").stat().st_size > 10_000 for i in (1, 2))
+    assert main(argv) == 2  # the outputs exist now: refused before any draw
+    assert "already exists" in capsys.readouterr().err
+    one = ["sample", str(arcs_run), "-n", "200", "--context", "0.5,0.2", "-o",
+           str(tmp_path / "one.npy"), "--pairplot", str(tmp_path / "one.png")]  # fmt: skip
+    assert main(one) == 0 and (tmp_path / "one.png").exists()
+
+
+def test_pairplot_overlays_truth_and_reference_and_names_bad_input():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(3000, 3))
+    fig = sbi.pairplot(samples, truth=[0.0, 1.0, 2.0], reference=samples[:500] + 0.1,
+                       labels=["a", "b", "c"])  # fmt: skip
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert [ax.get_title() for ax in axes.diagonal()] == ["a", "b", "c"]
+    assert [axes[2][j].get_xlabel() for j in range(3)] == ["a", "b", "c"]
+    assert not axes[0][2].axison and axes[2][0].get_ylabel() == "c"
+    low, high = axes[2][2].get_xlim()
+    assert low < 2.0 < high and high - low < 12  # the truth inside, fixed readable limits
+    plt.close(fig)
+    with pytest.raises(InputError, match=r"^truth must have 3 values, got 2$"):
+        sbi.pairplot(samples, truth=[0.0, 1.0])
+    with pytest.raises(InputError, match=r"^a pairplot shows 2 to 10 parameters at a time"):
+        sbi.pairplot(rng.normal(size=(100, 11)))

@@ -190,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
         "by default, as sbi rejects posterior draws outside the prior)",
     )
     s.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    s.add_argument("--pairplot", metavar="FIG.png", help="also draw the samples' pairplot (M "
+                   "conditions: FIG-1.png ... FIG-M.png)")  # fmt: skip
 
     d = sub.add_parser("density", help="exact log-density of points under a trained run")
     d.add_argument("run", help="run directory")
@@ -338,6 +340,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = output_file(args.output, args.force)
     run, cfg, _, model = _open_model(args.run)
     conditions = _read_conditions(args.context, run, cfg)
+    figures = _pairplot_files(args.pairplot, conditions, args.force)
+    if figures and cfg["dim"] > 10:
+        raise InputError(f"--pairplot shows 2 to 10 parameters; this run has {cfg['dim']}")
     source = _source(cfg)
     box = None if source is None or args.keep_outside else source.sampling_box()
     low, high = (None, None) if box is None else box
@@ -349,8 +354,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except OutsideBox as err:
         raise InputError(f"{err}; pass --keep-outside to keep draws outside it") from None
     save_npy(out, samples)
-    print(json.dumps({"samples": str(out), "shape": list(samples.shape), "dim": cfg["dim"]}))
+    shown = {"samples": str(out), "shape": list(samples.shape), "dim": cfg["dim"]}
+    if figures:
+        _draw_pairplots(samples.reshape(len(figures), args.n, -1), conditions, figures)
+        shown["pairplots"] = [str(f) for f in figures]
+    print(json.dumps(shown))
     return 0
+
+
+def _pairplot_files(path: str | None, conditions, force: bool) -> list[Path]:
+    """The figure files of `--pairplot FIG.png`: FIG.png for one condition (or none),
+    FIG-1.png ... FIG-M.png for M; each checked as a new output file."""
+    if path is None:
+        return []
+    first = output_file(path, force, suffix=".png")
+    if conditions is None or conditions.ndim == 1:
+        return [first]
+    stem = first.with_suffix("")
+    return [output_file(f"{stem}-{i + 1}.png", force, ".png") for i in range(len(conditions))]
+
+
+def _draw_pairplots(samples: np.ndarray, conditions, figures: list[Path]) -> None:
+    import matplotlib.pyplot as plt
+
+    from .sbi import pairplot
+
+    for i, (rows, path) in enumerate(zip(samples, figures, strict=True)):
+        title = None
+        if conditions is not None:
+            shown = np.atleast_2d(conditions)[i]
+            values = ", ".join(f"{v:.3g}" for v in shown[:6]) + (", ..." if len(shown) > 6 else "")
+            title = f"{len(rows)} draws given the condition ({values})"
+        fig = pairplot(rows, title=title)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
 
 
 def cmd_density(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ posterior can be trusted (`sbc`, `coverage`, `tarp`), each beside its sharpness.
 Example:
     >>> from ffjord import sbi
     >>> sorted(name for name in sbi.__all__ if name.islower())
-    ['coverage', 'diagnose', 'save_diagnostics', 'sbc', 'tarp']
+    ['coverage', 'diagnose', 'pairplot', 'save_diagnostics', 'sbc', 'tarp']
 """
 
 from ._diagnose import diagnose as diagnose
@@ -17,6 +17,7 @@ from ._diagnostics import TARPResult as TARPResult
 from ._diagnostics import coverage as coverage
 from ._diagnostics import sbc as sbc
 from ._diagnostics import tarp as tarp
+from ._pairplot import pairplot as pairplot
 from ._posterior import Posterior as Posterior
 from ._prior import AbstractPrior as AbstractPrior
 from ._prior import BoxUniform as BoxUniform
@@ -33,6 +34,7 @@ __all__ = [
     "TARPResult",
     "coverage",
     "diagnose",
+    "pairplot",
     "save_diagnostics",
     "sbc",
     "tarp",
