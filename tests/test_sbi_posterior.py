@@ -186,3 +186,53 @@ def test_pairplot_overlays_truth_and_reference_and_names_bad_input():
         sbi.pairplot(samples, truth=[0.0, 1.0])
     with pytest.raises(InputError, match=r"^a pairplot shows 2 to 10 parameters at a time"):
         sbi.pairplot(rng.normal(size=(100, 11)))
+
+
+def test_simulate_drops_non_finite_pairs_and_says_how_many():
+    prior = sbi.BoxUniform([0.0, 0.0], [1.0, 1.0])
+    seen = []
+
+    def simulator(key, theta):
+        seen.append(len(theta))
+        x = theta.sum(axis=1, keepdims=True) + 0.01 * jax.random.normal(key, (len(theta), 1))
+        return jnp.where(theta[:, :1] > 0.9, jnp.nan, x)  # about 10% fail
+
+    with pytest.warns(UserWarning, match=r"^simulate dropped \d+ of 500 simulations with NaN"):
+        theta, x = sbi.simulate(jax.random.key(0), prior, simulator, 500, batch_size=200)
+    assert seen == [200, 200, 100] and 400 < len(theta) < 500 and x.shape == (len(theta), 1)
+    assert theta[:, 0].max() <= 0.9 and np.all(np.isfinite(x))
+    with pytest.raises(InputError, match=r"^all 10 simulations gave NaN or infinite values$"):
+        sbi.simulate(jax.random.key(0), prior, lambda key, t: jnp.full((len(t), 1), jnp.inf), 10)
+    with pytest.raises(InputError, match=r"must give shape \(10, k\), got \(3, 1\)$"):
+        sbi.simulate(jax.random.key(0), prior, lambda key, t: jnp.zeros((3, 1)), 10)
+
+
+def test_fit_posterior_trains_as_the_plain_command_within_the_priors_support(tmp_path):
+    import json
+
+    from conftest import run_settings
+
+    from ffjord._plan import new_settings
+
+    prior = sbi.Independent([sbi.BoxUniform([-1.0], [1.0]),
+                             ffjord.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1))])  # fmt: skip
+    noisy = lambda key, t: t + 0.2 * jax.random.normal(key, t.shape)  # noqa: E731
+    theta, x = sbi.simulate(jax.random.key(0), prior, noisy, 1500)
+    run = tmp_path / "post"
+    posterior = sbi.fit_posterior(jax.random.key(1), theta, x, prior=prior, run_dir=run,
+                                  epochs=2)  # fmt: skip
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["support"]["from"] == "given"
+    assert config["data"]["support"]["low"] == [-1.0, None]
+    assert (tmp_path / "post.simulations.npy").exists()
+    plain = new_settings({"data": str(tmp_path / "post.simulations.npy"), "context_dims": 2})[0]
+    ran = run_settings(run)  # what the plain command chooses for the same pairs, but epochs
+    keys = ("blocks", "hidden", "layers", "learning_rate", "batch_size", "weight_decay",
+            "objective", "embedding", "trace")  # fmt: skip
+    assert {k: ran[k] for k in keys} == {k: plain[k] for k in keys}
+    draws = posterior.sample(jax.random.key(2), (400,), x=np.array([[0.9, 0.0], [-0.5, 2.0]]))
+    assert draws.shape == (400, 2, 2) and np.abs(draws[..., 0]).max() <= 1.0
+    with pytest.raises(InputError, match=r"^fit_posterior sets context_dims itself"):
+        sbi.fit_posterior(jax.random.key(1), theta, x, context_dims=1)
+    with pytest.raises(InputError, match=r"simulations.npy exists already; choose another"):
+        sbi.fit_posterior(jax.random.key(1), theta, x, run_dir=run, epochs=1)

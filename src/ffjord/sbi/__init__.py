@@ -1,11 +1,14 @@
 """Simulation-based inference with ffjord's conditional flows: priors (`BoxUniform`,
-`Independent`), a `Posterior` kept inside the prior's support, and checks that a
-posterior can be trusted (`sbc`, `coverage`, `tarp`), each beside its sharpness.
+`Independent`), `simulate`, `fit_posterior` (the plain command's defaults), a
+`Posterior` kept inside the prior's support, checks that a posterior can be trusted
+(`sbc`, `coverage`, `tarp`, all at once: `diagnose`), each beside its sharpness, and
+`pairplot`.
 
 Example:
     >>> from ffjord import sbi
     >>> sorted(name for name in sbi.__all__ if name.islower())
-    ['coverage', 'diagnose', 'pairplot', 'save_diagnostics', 'sbc', 'tarp']
+    ['coverage', 'diagnose', 'fit_posterior', 'pairplot', 'save_diagnostics', 'sbc',
+     'simulate', 'tarp']
 """
 
 from ._diagnose import diagnose as diagnose
@@ -17,6 +20,8 @@ from ._diagnostics import TARPResult as TARPResult
 from ._diagnostics import coverage as coverage
 from ._diagnostics import sbc as sbc
 from ._diagnostics import tarp as tarp
+from ._fit import fit_posterior as fit_posterior
+from ._fit import simulate as simulate
 from ._pairplot import pairplot as pairplot
 from ._posterior import Posterior as Posterior
 from ._prior import AbstractPrior as AbstractPrior
@@ -34,8 +39,10 @@ __all__ = [
     "TARPResult",
     "coverage",
     "diagnose",
+    "fit_posterior",
     "pairplot",
     "save_diagnostics",
     "sbc",
+    "simulate",
     "tarp",
 ]
