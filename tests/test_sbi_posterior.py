@@ -245,3 +245,28 @@ def test_map_finds_the_known_mode_inside_the_support():
     boxed = sbi.Posterior(exact_flow(2), prior=sbi.BoxUniform([-1.0, -1.0], [0.5, 0.5]))
     edge = boxed.map(x[0], key=jax.random.key(1), num_draws=200, steps=100)
     np.testing.assert_allclose(edge, [0.5, -1.0], atol=2e-3)  # the mode is outside: the edge
+
+
+def test_sequential_rounds_draw_near_the_observation_and_resume(tmp_path):
+    import time
+
+    prior = sbi.BoxUniform([-10.0], [10.0])  # a wide prior; the posterior is ~N(x_o, 0.1^2)
+    simulator = lambda key, t: t + 0.1 * jax.random.normal(key, t.shape)  # noqa: E731
+    x_o = np.array([1.0])
+    settings = dict(rounds=2, simulations=1200, epochs=3, blocks=1)
+    posterior = sbi.sequential(jax.random.key(0), prior, simulator, x_o, run_dir=tmp_path,
+                               **settings)  # fmt: skip
+    first, second = posterior.rounds
+    assert first["drawn_by"] == "the prior" and first["simulations"] == 600
+    assert second["region_prior_mass"] < 0.1  # the region is a small part of the prior
+    pairs = np.load(tmp_path / "round-2.simulations.npy")
+    late = pairs[600:, 0]  # round 2's parameters: from the truncated prior, near x_o
+    assert np.abs(late - 1.0).max() < 1.5 and np.abs(pairs[:600, 0] - 1.0).max() > 5
+    draws = posterior.sample(jax.random.key(1), (500,), x=x_o)
+    assert abs(float(draws.mean()) - 1.0) < 0.2
+    started = time.perf_counter()
+    again = sbi.sequential(jax.random.key(0), prior, simulator, x_o, run_dir=tmp_path,
+                           **settings)  # fmt: skip
+    assert again.rounds == posterior.rounds and time.perf_counter() - started < 15
+    with pytest.raises(InputError, match=r"holds rounds made with other settings"):
+        sbi.sequential(jax.random.key(0), prior, simulator, x_o, run_dir=tmp_path, rounds=3)

@@ -1,14 +1,14 @@
 """Simulation-based inference with ffjord's conditional flows: priors (`BoxUniform`,
 `Independent`), `simulate`, `fit_posterior` (the plain command's defaults), a
 `Posterior` kept inside the prior's support, checks that a posterior can be trusted
-(`sbc`, `coverage`, `tarp`, all at once: `diagnose`), each beside its sharpness, and
-`pairplot`.
+(`sbc`, `coverage`, `tarp`, all at once: `diagnose`), each beside its sharpness,
+`pairplot`, and rounds of simulations near one observation (`sequential`).
 
 Example:
     >>> from ffjord import sbi
     >>> sorted(name for name in sbi.__all__ if name.islower())
     ['coverage', 'diagnose', 'fit_posterior', 'pairplot', 'save_diagnostics', 'sbc',
-     'simulate', 'tarp']
+     'sequential', 'simulate', 'tarp']
 """
 
 from ._diagnose import diagnose as diagnose
@@ -27,6 +27,7 @@ from ._posterior import Posterior as Posterior
 from ._prior import AbstractPrior as AbstractPrior
 from ._prior import BoxUniform as BoxUniform
 from ._prior import Independent as Independent
+from ._sequential import sequential as sequential
 
 __all__ = [
     "AbstractPosterior",
@@ -43,6 +44,7 @@ __all__ = [
     "pairplot",
     "save_diagnostics",
     "sbc",
+    "sequential",
     "simulate",
     "tarp",
 ]

@@ -121,6 +121,10 @@ class Posterior(AbstractPosterior):
         self.region = "the prior's support" if prior is not None else "the recorded support"
         self.low, self.high = box if box is not None else (None, None)
         self._evaluator = Trainer(flow)
+        # filled by `sbi.sequential`: each round's record, and where the last round's
+        # parameters came from (the truncated prior), for local diagnostics
+        self.rounds: list[dict[str, Any]] = []
+        self.proposal: Any = prior
 
     # Shapes -----------------------------------------------------------------------------------
 
