@@ -270,3 +270,14 @@ def test_sequential_rounds_draw_near_the_observation_and_resume(tmp_path):
     assert again.rounds == posterior.rounds and time.perf_counter() - started < 15
     with pytest.raises(InputError, match=r"holds rounds made with other settings"):
         sbi.sequential(jax.random.key(0), prior, simulator, x_o, run_dir=tmp_path, rounds=3)
+
+
+def test_the_arcs_prior_and_simulator_are_the_built_in_simulators_model():
+    from ffjord import simulators
+
+    theta, x = sbi.simulate(jax.random.key(0), simulators.prior(), simulators.simulator, 20000)
+    old_theta, old_x = simulators.simulate(20000, seed=0)  # the numpy version, unchanged
+    for t, obs in ((theta, x), (old_theta, old_x)):
+        assert np.std(obs[:, 0] - np.linalg.norm(t, axis=1)) == pytest.approx(0.1, rel=0.03)
+        assert np.std(obs[:, 1] - t[:, 0]) == pytest.approx(0.5, rel=0.03)
+        np.testing.assert_allclose(t.std(axis=0), 1.0, rtol=0.03)

@@ -7,8 +7,15 @@ inference: `ffjord train --data arcs`.
 images across the `theta_1` axis. Its density is known up to a constant, and normalised
 here on a fine grid, which also gives exact reference draws.
 
+The same model as a prior and a simulator for `ffjord.sbi.simulate`: `prior()` and
+`simulator(key, theta)`.
+
 Example:
-    >>> from ffjord import simulators
+    >>> import jax
+    >>> from ffjord import sbi, simulators
+    >>> theta, x = sbi.simulate(jax.random.key(0), simulators.prior(), simulators.simulator, 100)
+    >>> theta.shape, x.shape
+    ((100, 2), (100, 2))
     >>> theta, x = simulators.simulate(1000, seed=0)
     >>> theta.shape, x.shape
     ((1000, 2), (1000, 2))
@@ -26,6 +33,8 @@ __all__ = [
     "CONDITIONAL_DATASETS",
     "THETA_DIM",
     "X_DIM",
+    "prior",
+    "simulator",
     "simulate",
     "posterior_log_prob",
     "posterior_sample",
@@ -60,6 +69,42 @@ def simulate(n: int, seed: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np
         axis=1,
     )
     return theta.astype(np.float32), x.astype(np.float32)
+
+
+def prior():
+    """The parameters' prior, N(0, I_2), as an `ffjord.MultivariateNormalDiag`.
+
+    Example:
+        >>> import jax
+        >>> prior().sample(jax.random.key(0), (5,)).shape
+        (5, 2)
+    """
+    import jax.numpy as jnp
+
+    from ._distributions import MultivariateNormalDiag
+
+    return MultivariateNormalDiag(jnp.zeros(THETA_DIM), jnp.ones(THETA_DIM))
+
+
+def simulator(key, theta):
+    """Observations `x` (n, 2) of parameters `theta` (n, 2), with the noise of `key`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = simulator(jax.random.key(0), jnp.array([[3.0, 4.0]]))
+        >>> bool(abs(x[0, 0] - 5.0) < 0.5)  # |theta| = 5, observed with noise 0.1
+        True
+    """
+    import jax
+    import jax.numpy as jnp
+
+    theta = jnp.asarray(theta)
+    noise = jax.random.normal(key, (*theta.shape[:-1], X_DIM), theta.dtype)
+    radius = jnp.linalg.norm(theta, axis=-1)
+    return jnp.stack(
+        [radius + RADIUS_NOISE * noise[..., 0], theta[..., 0] + COORDINATE_NOISE * noise[..., 1]],
+        axis=-1,
+    )
 
 
 def _unnormalised(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
