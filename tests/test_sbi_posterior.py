@@ -268,6 +268,10 @@ def test_sequential_rounds_draw_near_the_observation_and_resume(tmp_path):
     again = sbi.sequential(jax.random.key(0), prior, simulator, x_o, run_dir=tmp_path,
                            **settings)  # fmt: skip
     assert again.rounds == posterior.rounds and time.perf_counter() - started < 15
+    assert again.proposal.threshold == pytest.approx(posterior.proposal.threshold, abs=1e-6)
+    local = posterior.proposal.sample(jax.random.key(3), (50,))  # test pairs for diagnostics
+    assert local.shape == (50, 1) and np.all(np.abs(local - 1.0) < 2.0)
+    assert np.all(np.isfinite(posterior.proposal.log_prob(local)))
     with pytest.raises(InputError, match=r"holds rounds made with other settings"):
         sbi.sequential(jax.random.key(0), prior, simulator, x_o, run_dir=tmp_path, rounds=3)
 

@@ -43,20 +43,34 @@ SETTLED = 0.1  # stop when the region's prior mass changes by less than this sha
 MAX_CANDIDATES = 200  # prior draws per kept parameter before rejection gives way to SIR
 
 
-class _Truncated:
-    """The prior restricted to {theta: log q(theta | x_o) > threshold}."""
+class Truncated:
+    """The prior restricted to {theta: log q(theta | x_o) > threshold}: a prior itself
+    (`sample(key, shape)`, `log_prob(theta)`), the proposal of a sequential round."""
 
     def __init__(self, prior, posterior: Posterior, x_o: np.ndarray, threshold: float):
         self.prior, self.posterior, self.x_o, self.threshold = prior, posterior, x_o, threshold
+        self.mass: float | None = None  # its prior mass, once estimated
+
+    def sample(self, key, shape: tuple[int, ...] = ()) -> np.ndarray:
+        n = int(np.prod(shape)) if shape else 1
+        return self.draw(key, n)[0].reshape(*shape, -1)
+
+    def log_prob(self, theta) -> np.ndarray:
+        """The truncated prior's log density (normalised by its estimated prior mass)."""
+        theta = np.asarray(theta)
+        mass = self.mass if self.mass is not None else 1.0
+        inside = self.inside(theta.reshape(-1, theta.shape[-1])).reshape(theta.shape[:-1])
+        return np.where(inside, np.asarray(self.prior.log_prob(theta)) - np.log(mass), -np.inf)
 
     def inside(self, theta: np.ndarray) -> np.ndarray:
         return self.posterior.log_prob(theta, x=self.x_o) > self.threshold
 
     def prior_mass(self, key, draws: int = REGION_DRAWS) -> float:
         """The share of prior draws inside the region."""
-        return float(self.inside(np.asarray(self.prior.sample(key, (draws,)))).mean())
+        self.mass = float(self.inside(np.asarray(self.prior.sample(key, (draws,)))).mean())
+        return self.mass
 
-    def sample(self, key, n: int) -> tuple[np.ndarray, str]:
+    def draw(self, key, n: int) -> tuple[np.ndarray, str]:
         """`n` parameters from the truncated prior, and how they were drawn."""
         reject_key, sir_key = jax.random.split(key)
         kept, tried, batch = [], 0, max(n, 1000)
@@ -127,7 +141,8 @@ def sequential(
     the region's prior mass and how its parameters were drawn.
 
     Diagnose a sequential posterior locally: test pairs from the last round's proposal
-    (`posterior.proposal`), not from the whole prior.
+    (`posterior.proposal`, a prior: the prior truncated to the region), not from the
+    whole prior.
     """
     rounds = positive_int(rounds, "rounds")
     simulations = positive_int(simulations, "simulations")
@@ -142,47 +157,64 @@ def sequential(
                 "options": {k: repr(v) for k, v in sorted(options.items())}}  # fmt: skip
     state = _State(root, settings)
     key = as_typed_key(key)
+
+    def keys(r: int):  # (simulation, fit, region, mass, draw) keys of round r
+        return jax.random.split(jax.random.fold_in(key, r), 5)
+
+    def region_after(r: int, posterior: Posterior) -> Truncated:
+        """The region round r's posterior gives (the proposal of round r + 1)."""
+        _, _, region_key, mass_key, _ = keys(r)
+        region = Truncated(prior, posterior, x_o, _threshold(posterior, region_key, x_o))
+        region.prior_mass(mass_key)
+        return region
+
     thetas, xs = [], []
-    posterior, proposal, mass = None, prior, 1.0
+    posterior, proposal, region, mass = None, prior, None, 1.0
+    previous: Posterior | None = None  # the posterior before the last one
     for r in range(rounds):
-        round_key = jax.random.fold_in(key, r)
-        sim_key, fit_key, region_key, mass_key, draw_key = jax.random.split(round_key, 5)
+        sim_key, fit_key, _, _, draw_key = keys(r)
         if r < len(state.rounds):  # finished before: its pairs and its posterior
             done = state.rounds[r]
             pairs = np.load(Path(done["run_dir"] + ".simulations.npy"))
             thetas.append(pairs[:, : pairs.shape[1] - len(x_o)])
             xs.append(pairs[:, pairs.shape[1] - len(x_o) :])
-            posterior = Posterior(done["run_dir"], prior=prior)
-            mass = done["region_prior_mass"]
+            previous, posterior = posterior, Posterior(done["run_dir"], prior=prior)
+            region, mass = None, done["region_prior_mass"]
+            if done.get("settled"):
+                break
             continue
         method = "the prior"
-        if posterior is not None:
-            region = _Truncated(prior, posterior, x_o, _threshold(posterior, region_key, x_o))
-            theta_r, method = region.sample(draw_key, per_round[r])
-            proposal = region
-        else:
+        if posterior is None:
             theta_r = np.asarray(prior.sample(draw_key, (per_round[r],)))
+        else:
+            region = region or region_after(r - 1, posterior)  # resumed: built again
+            theta_r, method = region.draw(draw_key, per_round[r])
+            proposal = region
         theta_r, x_r = simulate(sim_key, _Fixed(theta_r), simulator, len(theta_r))
         thetas.append(theta_r)
         xs.append(x_r)
         round_dir = None if root is None else root / f"round-{r + 1}"
         pooled = np.concatenate(thetas), np.concatenate(xs)
-        posterior = _fit_round(fit_key, pooled, prior, round_dir, options)
-        region = _Truncated(prior, posterior, x_o, _threshold(posterior, region_key, x_o))
-        new_mass = region.prior_mass(mass_key)
+        previous, posterior = posterior, _fit_round(fit_key, pooled, prior, round_dir, options)
+        region = region_after(r, posterior)
+        new_mass = region.mass
+        assert new_mass is not None
+        settled = r > 0 and abs(new_mass - mass) < SETTLED * max(mass, 1e-12)
         state.rounds.append({
             "round": r + 1,
             "simulations": int(len(theta_r)),
             "drawn_by": method,
             "region_prior_mass": new_mass,
+            "settled": bool(settled),
             "run_dir": None if round_dir is None else os.fspath(round_dir),
         })  # fmt: skip
         state.save()
-        settled = abs(new_mass - mass) < SETTLED * max(mass, 1e-12)
         mass = new_mass
-        if r > 0 and settled:
+        if settled:
             break
     assert posterior is not None
+    if proposal is prior and previous is not None:  # every round was finished before
+        proposal = region_after(len(state.rounds) - 2, previous)
     posterior.rounds = list(state.rounds)
     posterior.proposal = proposal
     return posterior
