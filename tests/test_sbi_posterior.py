@@ -247,6 +247,7 @@ def test_map_finds_the_known_mode_inside_the_support():
     np.testing.assert_allclose(edge, [0.5, -1.0], atol=2e-3)  # the mode is outside: the edge
 
 
+@pytest.mark.slow  # 27 s; the module's example runs two rounds in the quick suite
 def test_sequential_rounds_draw_near_the_observation_and_resume(tmp_path):
     import time
 

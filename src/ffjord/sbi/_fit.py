@@ -36,7 +36,18 @@ from ._prior import support_of
 def simulate(key, prior, simulator, n: int, *, batch_size: int | None = None):
     """`n` pairs `(theta (n, p), x (n, k))`: `theta` from `prior.sample(key, (n,))`, `x`
     from `simulator(key, theta)` (a batch at a time: `batch_size` rows, all by default).
-    Pairs with NaN or infinite values are dropped, with a warning that says how many."""
+    Pairs with NaN or infinite values are dropped, with a warning that says how many.
+
+    Example:
+        >>> import warnings
+        >>> prior = ffjord.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1))
+        >>> fails = lambda key, t: jnp.where(t > 1.0, jnp.nan, t)  # fails above 1
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     theta, x = simulate(jax.random.key(0), prior, fails, 1000)
+        >>> len(theta) < 1000, "simulate dropped" in str(caught[0].message)
+        (True, True)
+    """
     n = positive_int(n, "n")
     prior_key, simulator_key = jax.random.split(as_typed_key(key))
     theta = np.asarray(prior.sample(prior_key, (n,)))

@@ -65,7 +65,14 @@ def _shades(color: str):
 def pairplot(samples, truth=None, reference=None, labels=None, *, title: str | None = None):
     """A matplotlib Figure of `samples` (n, p): histograms of each parameter on the
     diagonal, 50% and 90% highest-density regions of each pair below it; `truth` (p,)
-    as lines and markers, `reference` (r, p) (e.g. exact posterior draws) in outline."""
+    as lines and markers, `reference` (r, p) (e.g. exact posterior draws) in outline.
+
+    Example:
+        >>> draws = np.random.default_rng(1).normal(size=(500, 2))
+        >>> fig = pairplot(draws, reference=draws[:200] + 0.1, title="two parameters")
+        >>> fig.axes[2].get_xlabel(), fig._suptitle.get_text()
+        ('theta[0]', 'two parameters')
+    """
     import matplotlib.pyplot as plt
 
     samples = np.asarray(samples, dtype=float)

@@ -142,7 +142,13 @@ def sequential(
 
     Diagnose a sequential posterior locally: test pairs from the last round's proposal
     (`posterior.proposal`, a prior: the prior truncated to the region), not from the
-    whole prior.
+    whole prior. See the module's example (two rounds on a wide prior).
+
+    Example:
+        >>> sequential(jax.random.key(0), None, None, jnp.zeros((2, 2)))
+        Traceback (most recent call last):
+        ...
+        ffjord._errors.InputError: x_o must be one finite observation (k,), got shape (2, 2)
     """
     rounds = positive_int(rounds, "rounds")
     simulations = positive_int(simulations, "simulations")
