@@ -217,10 +217,7 @@ class SBCResult:
             "ok": self.ok,
             "pvalues": self.pvalues.tolist(),
             "alpha": self.alpha,
-            "contraction": self.contraction.tolist(),
-            "mean_log_prob": self.mean_log_prob,
-            "num_samples": self.num_samples,
-            "test_pairs": int(self.ranks.shape[0]),
+            **_sharpness(self, self.ranks.shape[0]),
         }
 
     def plot(self, labels=None):
@@ -350,10 +347,7 @@ class CoverageResult:
             "verdict": self.verdict,
             "levels": self.levels.tolist(),
             "coverage": self.coverage.tolist(),
-            "contraction": self.contraction.tolist(),
-            "mean_log_prob": self.mean_log_prob,
-            "num_samples": self.num_samples,
-            "test_pairs": int(len(self.ranks)),
+            **_sharpness(self, len(self.ranks)),
         }
 
     def plot(self):
@@ -446,10 +440,7 @@ class TARPResult:
             "atc": self.atc,
             "ks_pvalue": self.pvalue,
             "alpha": self.alpha,
-            "contraction": self.contraction.tolist(),
-            "mean_log_prob": self.mean_log_prob,
-            "num_samples": self.num_samples,
-            "test_pairs": int(len(self.ranks)),
+            **_sharpness(self, len(self.ranks)),
         }
 
     def plot(self):
@@ -511,6 +502,16 @@ def tarp_of(draws: Draws, key, alpha: float = ALPHA) -> TARPResult:
         ok=pvalue > alpha,
         **draws.sharpness(),
     )
+
+
+def _sharpness(result, test_pairs: int) -> dict[str, Any]:
+    """The fields every result's `to_dict` shares."""
+    return {
+        "contraction": result.contraction.tolist(),
+        "mean_log_prob": result.mean_log_prob,
+        "num_samples": result.num_samples,
+        "test_pairs": int(test_pairs),
+    }
 
 
 def _label(labels, j: int) -> str:
