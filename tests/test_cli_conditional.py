@@ -255,6 +255,7 @@ def test_a_given_support_bounds_the_draws_and_is_recorded(pairs_file, tmp_path, 
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow  # 25-50 s; test_embedding.py round-trips every embedding, linear included
 def test_a_projected_condition_round_trips(tmp_path, capsys):
     """`--context-features 2` on 40 condition columns: the projection is part of the run
     (described in config.json, restored by `ffjord.load`) and learns the condition."""

@@ -121,7 +121,7 @@ def test_transformed_distribution_dimension_checks(getkey):
         dist.sample(getkey(), (-1,))
 
 
-@pytest.mark.parametrize("checkpoints", [None, 2])
+@pytest.mark.parametrize("checkpoints", [None, pytest.param(2, marks=pytest.mark.slow)])
 def test_backsolve_gradients_match_backpropagation(getkey, checkpoints):
     """The backsolve adjoint and backpropagation through the solver (with every default
     checkpoint, or only 2 and recomputation) give the same parameter gradients."""
@@ -140,7 +140,11 @@ def test_backsolve_gradients_match_backpropagation(getkey, checkpoints):
 
 
 @pytest.mark.parametrize(
-    "adjoint", [diffrax.RecursiveCheckpointAdjoint(), diffrax.BacksolveAdjoint()]
+    "adjoint",
+    [
+        diffrax.RecursiveCheckpointAdjoint(),
+        pytest.param(diffrax.BacksolveAdjoint(), marks=pytest.mark.slow),  # 15-20 s
+    ],
 )
 def test_parameter_gradients_match_finite_differences(getkey, adjoint):
     dist = tutorial_dist(getkey(), rtol=1e-10, atol=1e-12, adjoint=adjoint)

@@ -127,7 +127,9 @@ def test_the_embedding_is_trained_with_the_flow(tmp_path, objective):
         ("mlp", False),
         ("set", True),
         pytest.param("conv1d", True, marks=pytest.mark.slow),  # 30 s: three runs
-        pytest.param("linear", False, marks=pytest.mark.slow),  # as test_cli_conditional's
+        pytest.param(
+            "linear", False, marks=pytest.mark.slow
+        ),  # ProjectedContext: test_conditional.py, test_format2.py
     ],
 )
 def test_a_run_with_an_embedding_loads_and_resumes_exactly(tmp_path, embedding, resume):

@@ -185,6 +185,7 @@ def test_load_of_a_cli_run_gives_the_cli_evaluate_numbers(tmp_path, capsys):
     assert math.isclose(nll, cli_nll, rel_tol=1e-4)
 
 
+@pytest.mark.slow  # 20 s; OT pairing and RNODE are tested in Python in test_objectives.py
 def test_cli_flow_matching_with_ot_and_rnode_runs(tmp_path, capsys):
     fm = tmp_path / "fm"
     argv = ["train", "--out", str(fm), "--objective", "flow-matching", "--hidden", "8",

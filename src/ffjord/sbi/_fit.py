@@ -100,7 +100,7 @@ def fit_posterior(
         >>> theta, x = sbi.simulate(jax.random.key(0), prior,
         ...                         lambda key, t: t + 0.3 * jax.random.normal(key, t.shape), 2000)
         >>> posterior = sbi.fit_posterior(jax.random.key(1), theta, x, prior=prior,
-        ...                               epochs=5, blocks=1, hidden=16)
+        ...                               epochs=4, blocks=1, hidden=8)
         >>> draws = posterior.sample(jax.random.key(2), (500,), x=jnp.array([1.0]))
         >>> draws.shape, bool(abs(draws.mean() - 1.0) < 0.3)
         ((500, 1), True)
