@@ -55,6 +55,7 @@ def test_two_devices_give_one_devices_losses():
     assert one["losses"][0] != pytest.approx(one["losses"][1], abs=1e-3)  # it did train
 
 
+@pytest.mark.slow  # 30 s: three CLI runs; the in-process test above checks the same numbers
 def test_command_line_devices_resume_and_match(tmp_path):
     """`ffjord train --devices 2` reproduces one device's metrics, and a run started on one
     device resumes on two."""

@@ -207,6 +207,7 @@ def test_simulate_drops_non_finite_pairs_and_says_how_many():
         sbi.simulate(jax.random.key(0), prior, lambda key, t: jnp.zeros((3, 1)), 10)
 
 
+@pytest.mark.slow  # 20 s; fit_posterior's example trains and samples in the quick suite
 def test_fit_posterior_trains_as_the_plain_command_within_the_priors_support(tmp_path):
     import json
 
