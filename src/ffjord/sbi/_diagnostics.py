@@ -88,14 +88,21 @@ def _sample_and_log_prob(posterior, key, num: int, x, with_log_prob: bool):
     return theta, posterior.log_prob(theta, x=x) if with_log_prob else None
 
 
-def _test_pairs(theta, x) -> tuple[np.ndarray, np.ndarray]:
+def paired(theta, x, what: str = "pairs") -> tuple[np.ndarray, np.ndarray]:
+    """`theta` (n, p) and `x` (n, k) as arrays, refused unless they are `what`: row-aligned
+    2-D arrays."""
     theta, x = np.asarray(theta), np.asarray(x)
     if theta.ndim != 2 or x.ndim != 2 or len(theta) != len(x):
         raise InputError(
-            f"theta and x must be test pairs of shapes (n, p) and (n, k), got {theta.shape} "
+            f"theta and x must be {what} of shapes (n, p) and (n, k), got {theta.shape} "
             f"and {x.shape}",
             parameters=("theta", "x"),
         )
+    return theta, x
+
+
+def _test_pairs(theta, x) -> tuple[np.ndarray, np.ndarray]:
+    theta, x = paired(theta, x, "test pairs")
     if len(theta) < 2:
         raise InputError(f"the diagnostics need at least 2 test pairs, got {len(theta)}")
     for name, a in (("theta", theta), ("x", x)):

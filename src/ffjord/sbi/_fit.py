@@ -29,6 +29,7 @@ from .._errors import InputError
 from .._io import save_npy
 from .._keys import as_typed_key
 from .._plan import train
+from ._diagnostics import paired
 from ._posterior import Posterior
 from ._prior import support_of
 
@@ -105,13 +106,7 @@ def fit_posterior(
         >>> draws.shape, bool(abs(draws.mean() - 1.0) < 0.3)
         ((500, 1), True)
     """
-    theta, x = np.asarray(theta), np.asarray(x)
-    if theta.ndim != 2 or x.ndim != 2 or len(theta) != len(x):
-        raise InputError(
-            f"theta and x must be pairs of shapes (n, p) and (n, k), got {theta.shape} and "
-            f"{x.shape}",
-            parameters=("theta", "x"),
-        )
+    theta, x = paired(theta, x)
     for name in ("data", "context_dims", "resume"):
         if name in options:
             raise InputError(
