@@ -26,20 +26,25 @@ import os
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 
 from .._checks import positive_int
+from .._distributions import MultivariateNormalDiag
 from .._errors import InputError
 from .._io import atomic_write_text
 from .._keys import as_typed_key
 from .._plan import train
+from .._sampling import ROUND_ROWS, draws_within
 from ._fit import fit_posterior, simulate
 from ._posterior import Posterior
 
 TRUNCATION = 1e-4  # the region: log q above this quantile of log q over posterior draws
 REGION_DRAWS = 10_000  # posterior draws that set the region's threshold
 SETTLED = 0.1  # stop when the region's prior mass changes by less than this share
+MIN_HITS = 100  # prior draws in the region that count its mass; fewer: importance sampling
+WIDER = 2.0  # the importance sampler's base, in the flow's base scales
 MAX_CANDIDATES = 200  # prior draws per kept parameter before rejection gives way to SIR
 
 
@@ -66,21 +71,45 @@ class Truncated:
         return self.posterior.log_prob(theta, x=self.x_o) > self.threshold
 
     def prior_mass(self, key, draws: int = REGION_DRAWS) -> float:
-        """The share of prior draws inside the region."""
-        self.mass = float(self.inside(np.asarray(self.prior.sample(key, (draws,)))).mean())
+        """The region's prior mass: the share of `draws` prior draws inside it or, when
+        fewer than `MIN_HITS` land there (a region too small to count), by importance
+        sampling: the mean of prior / q' over `draws` draws of q', counted inside the
+        region, with q' the flow from a base `WIDER` times as wide (it covers the
+        region's edge, where prior / q is largest)."""
+        prior_key, flow_key = jax.random.split(key)
+        hits = self.inside(np.asarray(self.prior.sample(prior_key, (draws,))))
+        if hits.sum() >= MIN_HITS:
+            self.mass = float(hits.mean())
+            return self.mass
+        flow = self.posterior.flow
+        if isinstance(flow.base, MultivariateNormalDiag):
+            flow = eqx.tree_at(lambda f: f.base.scale_diag, flow, WIDER * flow.base.scale_diag)
+        theta, log_q = draws_within(flow, flow_key, draws, context=self.x_o, with_log_prob=True)
+        assert log_q is not None
+        log_w = np.asarray(self.prior.log_prob(theta), np.float64) - log_q
+        self.mass = float(np.mean(np.where(self.inside(theta), np.exp(log_w), 0.0)))
         return self.mass
 
     def draw(self, key, n: int) -> tuple[np.ndarray, str]:
-        """`n` parameters from the truncated prior, and how they were drawn."""
+        """`n` parameters from the truncated prior, and how they were drawn: by rejection
+        from the prior in batches sized by the region's prior mass, or by SIR when the
+        mass (estimated, or seen so far) says rejection would need more than
+        `MAX_CANDIDATES` prior draws per kept parameter."""
         reject_key, sir_key = jax.random.split(key)
-        kept, tried, batch = [], 0, max(n, 1000)
-        while sum(len(k) for k in kept) < n:
+        if self.mass is not None and self.mass * MAX_CANDIDATES < 1:
+            return self._resampled(sir_key, n), "sampling-importance-resampling"
+        kept, got, tried = [], 0, 0
+        while got < n:
             if tried >= MAX_CANDIDATES * n:
                 return self._resampled(sir_key, n), "sampling-importance-resampling"
+            rate = got / tried if got else (self.mass or 1 / MAX_CANDIDATES)
+            wanted = max(1.2 * (n - got) / rate, 1000)
+            batch = int(min(wanted, ROUND_ROWS, MAX_CANDIDATES * n - tried))
             candidate_key = jax.random.fold_in(reject_key, tried)
             candidates = np.asarray(self.prior.sample(candidate_key, (batch,)))
             tried += batch
             kept.append(candidates[self.inside(candidates)])
+            got += len(kept[-1])
         return np.concatenate(kept)[:n], "rejection from the prior"
 
     def _resampled(self, key, n: int) -> np.ndarray:
