@@ -49,21 +49,6 @@ def variants(task: embedding_tasks.Task) -> dict[str, list[str]]:
     }
 
 
-def c2st(x: np.ndarray, y: np.ndarray, seed: int = 1, folds: int = 5) -> float:
-    """sbibm's C2ST: an MLP classifier's cross-validated accuracy, z-scored by `x`."""
-    from sklearn.model_selection import KFold, cross_val_score
-    from sklearn.neural_network import MLPClassifier
-
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    data = np.concatenate([(x - mean) / std, (y - mean) / std])
-    target = np.concatenate([np.zeros(len(x)), np.ones(len(y))])
-    d = x.shape[1]
-    classifier = MLPClassifier(activation="relu", hidden_layer_sizes=(10 * d, 10 * d),
-                               max_iter=10000, solver="adam", random_state=seed)  # fmt: skip
-    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    return float(np.mean(cross_val_score(classifier, data, target, cv=cv, scoring="accuracy")))
-
-
 def run_variant(task, name, spec, train, test, exact_lp, work: Path, args) -> dict:
     conditions, options = spec[0], spec[1:]
     (theta, x), (theta_test, x_test) = train, test
@@ -93,7 +78,7 @@ def run_variant(task, name, spec, train, test, exact_lp, work: Path, args) -> di
     draws = np.load(samples)
     rng = np.random.default_rng(0)
     scores = [
-        c2st(task.posterior_draws(rng, x_test[i], DRAWS), draws[i])
+        harness.c2st(task.posterior_draws(rng, x_test[i], DRAWS), draws[i])
         for i in range(args.observations)
     ]
     config = json.loads((run / "config.json").read_text())

@@ -9,6 +9,7 @@ so they take this module with a plain ``import harness``.
 * `ffjord` is the command line of the ``ffjord`` executable beside this Python;
   `shown` writes a command as a reader would type it.
 * `median`, `mean_sd`, `ratio`, `fmt`: statistics that ignore missing values.
+* `c2st`: sbibm's classifier two-sample test (scikit-learn only, no torch).
 * `machine` and `versions`: where and with what a benchmark ran.
 * `smoke_parser` / `smoke_dir` / `peer_available`: the ``--smoke`` mode every script has
   (tiny sizes, seconds, outputs in a temporary directory, peers skipped when missing).
@@ -29,6 +30,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 HERE = Path(__file__).resolve().parent  # benchmarks/
@@ -228,3 +231,18 @@ def add_smoke(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="tiny sizes, seconds, outputs in a temporary directory; peers skipped if missing",
     )
     return parser
+
+
+def c2st(x: np.ndarray, y: np.ndarray, seed: int = 1, folds: int = 5) -> float:
+    """sbibm's C2ST: an MLP classifier's cross-validated accuracy, z-scored by `x`."""
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.neural_network import MLPClassifier
+
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    data = np.concatenate([(x - mean) / std, (y - mean) / std])
+    target = np.concatenate([np.zeros(len(x)), np.ones(len(y))])
+    d = x.shape[1]
+    classifier = MLPClassifier(activation="relu", hidden_layer_sizes=(10 * d, 10 * d),
+                               max_iter=10000, solver="adam", random_state=seed)  # fmt: skip
+    cv = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(np.mean(cross_val_score(classifier, data, target, cv=cv, scoring="accuracy")))
