@@ -172,3 +172,23 @@ def test_sbi_results_over_seeds_and_cached_peers_keep_each_observation():
     assert picked["sampling_seconds"] == 4.0 and picked["c2st_mean"] == pytest.approx(0.7)
     assert compare.cached_peer(cache, "t|npe|100|1", [1, 4]) is None
     assert compare.cached_peer(cache, "t|npe|100|2", [1]) is None
+
+
+def test_the_banana_posterior_draws_match_its_likelihood_on_a_grid():
+    """sbi_rounds.py scores rounds against `exact_draws`: their mean and covariance are
+    the grid posterior's, computed from the simulator's likelihood alone."""
+    rounds = load("sbi_rounds")
+    x_o = np.array([1.0, 2.0])
+    a, b = np.meshgrid(np.linspace(0.75, 1.25, 401), np.linspace(0.3, 1.7, 401), indexing="ij")
+    grid = np.stack([a.ravel(), b.ravel()], axis=1)
+    log_w = rounds.log_unnormalised(grid, x_o)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    mean = w @ grid
+    cov = (grid - mean).T @ ((grid - mean) * w[:, None])
+    draws = rounds.exact_draws(x_o, 20_000, seed=0)
+    se = np.sqrt(np.diag(cov) / len(draws))
+    assert np.all(np.abs(draws.mean(axis=0) - mean) < 4 * se)
+    np.testing.assert_allclose(
+        np.cov(draws.T), cov, rtol=0.05, atol=0.05 * np.sqrt(cov[0, 0] * cov[1, 1])
+    )
