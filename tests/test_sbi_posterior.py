@@ -249,25 +249,26 @@ def test_map_finds_the_known_mode_inside_the_support():
 
 
 def test_a_round_proposes_inside_the_region_that_holds_all_but_1e_4_of_the_posterior():
-    from ffjord.sbi._sequential import Truncated, _threshold
+    from ffjord.sbi._sequential import Truncated
 
     posterior = sbi.Posterior(exact_flow(2))
     x_o = np.array([1.0, -2.0])
-    threshold = _threshold(posterior, jax.random.key(0), x_o)
-    c = 2 * (-np.log(2 * np.pi * S**2) - threshold)  # inside: |theta - A x_o|^2 / S^2 < c
-    assert 1e-5 < stats.chi2(2).sf(c) < 5e-4  # the posterior's mass outside: about 1e-4
-    area = np.pi * c * S**2
-    for half, how in (
-        (10.0, "rejection from the prior"),
-        (100.0, "sampling-importance-resampling"),
-    ):
-        region = Truncated(sbi.BoxUniform([-half] * 2, [half] * 2), posterior, x_o, threshold)
-        mass = region.prior_mass(jax.random.key(1))  # 100: by importance sampling
-        assert mass == pytest.approx(area / (2 * half) ** 2, rel=0.1)
+    for half, how in ((10.0, "rejection from the prior"), (100.0, "rejection from the prior"),
+                      (1e4, "sampling-importance-resampling")):  # fmt: skip
+        prior = sbi.BoxUniform([-half] * 2, [half] * 2)
+        region = Truncated.region(prior, posterior, jax.random.key(0), x_o)
+        c = 2 * (-np.log(2 * np.pi * S**2) - region.threshold)  # |theta - A x_o|^2 / S^2 < c
+        assert 1e-5 < stats.chi2(2).sf(c) < 5e-4  # the posterior's mass outside: about 1e-4
+        low, high = region.bounds
+        assert np.all(low < A * x_o - np.sqrt(c) * S) and np.all(high > A * x_o + np.sqrt(c) * S)
+        mass = region.prior_mass(jax.random.key(1))  # 100 and 1e4: by importance sampling
+        assert mass == pytest.approx(np.pi * c * S**2 / (2 * half) ** 2, rel=0.1)
         theta, method = region.draw(jax.random.key(2), 2000)
         r2 = np.sum((theta - A * x_o) ** 2, axis=1) / S**2
         assert method == how and theta.shape == (2000, 2) and r2.max() < c
         assert abs(np.mean(r2 / c) - 0.5) < 0.05  # uniform over the disc: r^2 uniform
+        if how.startswith("rejection"):
+            assert len(np.unique(theta, axis=0)) == 2000  # no parameter drawn twice
 
 
 @pytest.mark.slow  # 27 s; the module's example runs two rounds in the quick suite

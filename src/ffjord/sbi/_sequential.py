@@ -41,20 +41,39 @@ from ._fit import fit_posterior, simulate
 from ._posterior import Posterior
 
 TRUNCATION = 1e-4  # the region: log q above this quantile of log q over posterior draws
-REGION_DRAWS = 10_000  # posterior draws that set the region's threshold
+REGION_DRAWS = 10_000  # posterior draws that set the region's threshold and bounds
+MARGIN = 0.25  # the region's bounds: the draws' range, widened by this share on each side
 SETTLED = 0.1  # stop when the region's prior mass changes by less than this share
 MIN_HITS = 100  # prior draws in the region that count its mass; fewer: importance sampling
 WIDER = 2.0  # the importance sampler's base, in the flow's base scales
-MAX_CANDIDATES = 200  # prior draws per kept parameter before rejection gives way to SIR
+MAX_PRIOR_DRAWS = 10_000  # prior draws per kept parameter before rejection gives way to SIR
+MAX_CANDIDATES = 200  # region tests (flow solves) per kept parameter before SIR
 
 
 class Truncated:
-    """The prior restricted to {theta: log q(theta | x_o) > threshold}: a prior itself
-    (`sample(key, shape)`, `log_prob(theta)`), the proposal of a sequential round."""
+    """The prior restricted to the region {theta: log q(theta | x_o) > threshold} within
+    `bounds` (low, high): a prior itself (`sample(key, shape)`, `log_prob(theta)`), the
+    proposal of a sequential round. `region` builds it from a posterior.
 
-    def __init__(self, prior, posterior: Posterior, x_o: np.ndarray, threshold: float):
+    Prior draws outside the bounds are rejected before the (costly) density test, so
+    rejection stays cheap for regions a thousandth of the prior's mass or less."""
+
+    def __init__(self, prior, posterior: Posterior, x_o: np.ndarray, threshold: float,
+                 bounds: tuple[np.ndarray, np.ndarray] | None = None):  # fmt: skip
         self.prior, self.posterior, self.x_o, self.threshold = prior, posterior, x_o, threshold
+        self.bounds = bounds
         self.mass: float | None = None  # its prior mass, once estimated
+
+    @classmethod
+    def region(cls, prior, posterior: Posterior, key, x_o: np.ndarray) -> "Truncated":
+        """The region where log q exceeds its `TRUNCATION` quantile over `REGION_DRAWS`
+        posterior draws at `x_o`, bounded by the draws' range widened by `MARGIN` on each
+        side (the draws cover the region: it excludes 1e-4 of their mass)."""
+        theta, log_q = posterior.sample_and_log_prob(key, (REGION_DRAWS,), x=x_o)
+        low, high = theta.min(axis=0), theta.max(axis=0)
+        pad = MARGIN * (high - low)
+        return cls(prior, posterior, x_o, float(np.quantile(log_q, TRUNCATION)),
+                   (low - pad, high + pad))  # fmt: skip
 
     def sample(self, key, shape: tuple[int, ...] = ()) -> np.ndarray:
         n = int(np.prod(shape)) if shape else 1
@@ -67,8 +86,18 @@ class Truncated:
         inside = self.inside(theta.reshape(-1, theta.shape[-1])).reshape(theta.shape[:-1])
         return np.where(inside, np.asarray(self.prior.log_prob(theta)) - np.log(mass), -np.inf)
 
+    def in_bounds(self, theta: np.ndarray) -> np.ndarray:
+        if self.bounds is None:
+            return np.ones(len(theta), bool)
+        low, high = self.bounds
+        return np.all((theta >= low) & (theta <= high), axis=1)
+
     def inside(self, theta: np.ndarray) -> np.ndarray:
-        return self.posterior.log_prob(theta, x=self.x_o) > self.threshold
+        inside = self.in_bounds(theta)
+        if inside.any():  # the density only where the bounds leave a chance
+            log_q = self.posterior.log_prob(theta[inside], x=self.x_o)
+            inside[inside] = log_q > self.threshold
+        return inside
 
     def prior_mass(self, key, draws: int = REGION_DRAWS) -> float:
         """The region's prior mass: the share of `draws` prior draws inside it or, when
@@ -92,22 +121,24 @@ class Truncated:
 
     def draw(self, key, n: int) -> tuple[np.ndarray, str]:
         """`n` parameters from the truncated prior, and how they were drawn: by rejection
-        from the prior in batches sized by the region's prior mass, or by SIR when the
-        mass (estimated, or seen so far) says rejection would need more than
-        `MAX_CANDIDATES` prior draws per kept parameter."""
+        from the prior (batches sized by the region's prior mass; the density tested
+        only within the bounds), or by sampling-importance-resampling when rejection
+        would need more than `MAX_PRIOR_DRAWS` prior draws or `MAX_CANDIDATES` density
+        tests per kept parameter."""
         reject_key, sir_key = jax.random.split(key)
-        if self.mass is not None and self.mass * MAX_CANDIDATES < 1:
+        if self.mass is not None and self.mass * MAX_PRIOR_DRAWS < 1:
             return self._resampled(sir_key, n), "sampling-importance-resampling"
-        kept, got, tried = [], 0, 0
+        kept, got, drawn, tested = [], 0, 0, 0
         while got < n:
-            if tried >= MAX_CANDIDATES * n:
+            if drawn >= MAX_PRIOR_DRAWS * n or tested >= MAX_CANDIDATES * n:
                 return self._resampled(sir_key, n), "sampling-importance-resampling"
-            rate = got / tried if got else (self.mass or 1 / MAX_CANDIDATES)
+            rate = got / drawn if got else (self.mass or 1 / MAX_PRIOR_DRAWS)
             wanted = max(1.2 * (n - got) / rate, 1000)
-            batch = int(min(wanted, ROUND_ROWS, MAX_CANDIDATES * n - tried))
-            candidate_key = jax.random.fold_in(reject_key, tried)
+            batch = int(min(wanted, ROUND_ROWS, MAX_PRIOR_DRAWS * n - drawn))
+            candidate_key = jax.random.fold_in(reject_key, drawn)
             candidates = np.asarray(self.prior.sample(candidate_key, (batch,)))
-            tried += batch
+            drawn += batch
+            tested += int(self.in_bounds(candidates).sum())
             kept.append(candidates[self.inside(candidates)])
             got += len(kept[-1])
         return np.concatenate(kept)[:n], "rejection from the prior"
@@ -117,17 +148,12 @@ class Truncated:
         draw_key, pick_key = jax.random.split(key)
         theta, log_q = self.posterior.sample_and_log_prob(draw_key, (10 * n,), x=self.x_o)
         log_w = np.asarray(self.prior.log_prob(theta)) - log_q
-        log_w = np.where(log_q > self.threshold, log_w, -np.inf)
+        log_w = np.where(self.in_bounds(theta) & (log_q > self.threshold), log_w, -np.inf)
         if not np.any(np.isfinite(log_w)):
             raise InputError("no posterior draw lies in the truncated prior's region")
         weights = np.exp(log_w - np.max(log_w))
         picked = jax.random.choice(pick_key, len(theta), (n,), p=weights / weights.sum())
         return theta[np.asarray(picked)]
-
-
-def _threshold(posterior: Posterior, key, x_o: np.ndarray) -> float:
-    _, log_q = posterior.sample_and_log_prob(key, (REGION_DRAWS,), x=x_o)
-    return float(np.quantile(log_q, TRUNCATION))
 
 
 class _State:
@@ -199,7 +225,7 @@ def sequential(
     def region_after(r: int, posterior: Posterior) -> Truncated:
         """The region round r's posterior gives (the proposal of round r + 1)."""
         _, _, region_key, mass_key, _ = keys(r)
-        region = Truncated(prior, posterior, x_o, _threshold(posterior, region_key, x_o))
+        region = Truncated.region(prior, posterior, region_key, x_o)
         region.prior_mass(mass_key)
         return region
 
