@@ -91,7 +91,7 @@ def main() -> None:
     if args.smoke:
         args.simulations, args.test_pairs, args.samples = 500, 20, 50
         args.out = str(harness.smoke_dir(__file__) / "diagnostics.json")
-        extra = {"epochs": 1, "blocks": 1, "hidden": 8}
+        extra = dict(harness.TINY_MODEL)
     report: dict = {"machine": harness.machine_line(), "settings": vars(args).copy()}
     if not harness.peer_available("torch", "sbibm", "sbi"):
         if not args.smoke:

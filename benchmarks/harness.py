@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 HERE = Path(__file__).resolve().parent  # benchmarks/
 TAIL = 3000  # characters of a failed process's output kept in its error
+TINY_MODEL = {"epochs": 1, "blocks": 1, "hidden": 8}  # the model of `ffjord.sbi` smoke runs
 
 
 # Processes ----------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def main() -> None:
     extra: dict = {}
     if args.smoke:
         args.out = str(harness.smoke_dir(__file__) / "log_density_cost.json")
-        extra = {"epochs": 1, "blocks": 1, "hidden": 8}
+        extra = dict(harness.TINY_MODEL)
     theta, x = sbi.simulate(jax.random.key(0), simulators.prior(), simulators.simulator, 10_000)
     posterior = sbi.fit_posterior(jax.random.key(1), theta, x, prior=simulators.prior(), **extra)
     bijector = for_inference(posterior.flow.bijector)

@@ -160,7 +160,7 @@ def main() -> None:
         tmp = harness.smoke_dir(__file__)
         args.simulations, args.observations, args.rounds = 800, 1, 2
         args.figure, args.out = str(tmp / "sbi-rounds.png"), str(tmp / "sbi_rounds.json")
-        extra = {"epochs": 1, "blocks": 1, "hidden": 8}
+        extra = dict(harness.TINY_MODEL)
     key = jax.random.key(args.seed)
     if args.sbibm:
         problem = sbibm_problem(args.sbibm, args.observations)

@@ -58,7 +58,7 @@ def main() -> None:
         tmp = harness.smoke_dir(__file__)
         args.simulations, args.test_pairs, args.samples = 600, 40, 50
         args.figures, args.out = str(tmp), str(tmp / "sbi_workflow.json")
-        extra = {"epochs": 1, "blocks": 1, "hidden": 8}
+        extra = dict(harness.TINY_MODEL)
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(0)
