@@ -122,9 +122,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def command_line(script: str, argv: list[str] | None) -> str:
-    """``python benchmarks/SCRIPT args``: how this invocation is written in a report."""
+    """``python benchmarks/SCRIPT args``: how this invocation is written in a report
+    (`script` a name or a path, e.g. ``__file__``)."""
     args = sys.argv[1:] if argv is None else argv
-    return shlex.join(["python", f"benchmarks/{script}", *args])
+    return shlex.join(["python", f"benchmarks/{Path(script).name}", *args])
 
 
 # Statistics ---------------------------------------------------------------------------------
