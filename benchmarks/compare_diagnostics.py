@@ -17,6 +17,7 @@ Reported: seconds, ratios, and each check's verdict. FMPE's coverage (its log de
 an ODE solve per draw) runs with ``--fmpe-coverage``.
 
     python benchmarks/compare_diagnostics.py --out docs/benchmarks/diagnostics.json
+    python benchmarks/compare_diagnostics.py --methods ffjord npe   # FMPE's SBC alone: > 14 min
     python benchmarks/compare_diagnostics.py --smoke   # tiny; ffjord alone without sbi
 
 Extras as for compare_sbi.py (``.[sbi-peers]``, ``pip install --no-deps sbibm``).
@@ -84,6 +85,13 @@ def main() -> None:
     p.add_argument("--test-pairs", type=int, default=1000)
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--fmpe-coverage", action="store_true")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("ffjord", "npe", "fmpe"),
+        default=["ffjord", "npe", "fmpe"],
+        help="which to run (FMPE's SBC: > 14 min)",
+    )
     p.add_argument("--out", default="docs/benchmarks/diagnostics.json")
     harness.add_smoke(p)
     args = p.parse_args()
@@ -126,16 +134,18 @@ def main() -> None:
                                   args.samples, args.fmpe_coverage),
     }  # fmt: skip
     for name, run in methods.items():
+        if name not in args.methods:
+            continue
         print(f"[{args.task}] {name} ...", flush=True)
         report[name] = run()
         shown = {k: round(v, 2) for k, v in report[name].items() if k.endswith("seconds")}
         print(f"[{args.task}] {name}: {shown}", flush=True)
-    ff = report["ffjord"]
+    ff = report.get("ffjord", {})
     report["ratios"] = {
         f"{peer}/ffjord_{what}": report[peer][f"{what}_seconds"] / ff[f"{what}_seconds"]
         for peer in ("npe", "fmpe")
         for what in ("sbc", "coverage")
-        if f"{what}_seconds" in report[peer]
+        if f"{what}_seconds" in report.get(peer, {}) and f"{what}_seconds" in ff
     }
     print(json.dumps(report["ratios"], indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

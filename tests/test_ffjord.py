@@ -361,3 +361,21 @@ def test_bulk_evaluation_uses_the_inference_form(getkey):
     assert [b.field.unit_by_unit for b in converted.bijector.bijectors] == [True, True]
     x = jax.random.normal(getkey(), (6, 2))
     np.testing.assert_allclose(converted.log_prob(x), dist.log_prob(x), rtol=1e-10)
+
+
+def test_steps_that_follow_the_state_leave_it_as_a_solve_without_log_det():
+    """`Mode(steps_follow="state")`: the step size watches the state alone, so the state
+    takes exactly the steps (and values) of a solve without the log-determinant, and the
+    log-determinant, carried on those steps, stays near the controlled one."""
+    # a slow state under a fast-changing divergence: 10 cos(10 z) against 0.2 sin(10 z)
+    field = ffjord.CallableField(lambda t, z, context: 0.2 * jnp.sin(10.0 * z + t), dim=2)
+    flow = ffjord.FFJORD(field, rtol=1e-3, atol=1e-5)
+    x = 2.0 * jax.random.normal(jax.random.key(1), (256, 2))
+    alone, _, alone_stats = flow.transform_flat(x, None, None, ffjord.Mode(log_det=False))
+    y, ld, stats = flow.transform_flat(x, None, None, ffjord.Mode(steps_follow="state"))
+    _, controlled, controlled_stats = flow.transform_flat(x, None, None, ffjord.Mode())
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(alone))
+    assert int(stats.num_steps) == int(alone_stats.num_steps) < int(controlled_stats.num_steps)
+    np.testing.assert_allclose(ld, controlled, atol=0.05 * float(jnp.std(controlled)))
+    with pytest.raises(ValueError, match="steps_follow must be 'all' or 'state', got 'z'"):
+        ffjord.Mode(steps_follow="z")

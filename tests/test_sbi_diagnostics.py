@@ -30,9 +30,9 @@ class Gaussian(sbi.AbstractPosterior):
         mean = self.mean_factor * x + self.shift
         return jax.scipy.stats.norm.logpdf(theta, mean, self.std).sum(-1)
 
-    def sample_and_log_prob(self, key, shape, *, x):
+    def sample_and_log_prob(self, key, shape, *, x, for_ranking=False):
         self.calls += 1
-        return super().sample_and_log_prob(key, shape, x=x)
+        return super().sample_and_log_prob(key, shape, x=x, for_ranking=for_ranking)
 
 
 class Prior:

@@ -38,6 +38,10 @@ def test_draws_and_densities_are_the_known_posterior():
     exact = stats.norm.logpdf(theta, A * x, S).sum(-1)
     np.testing.assert_allclose(log_q, exact, atol=1e-4)
     np.testing.assert_allclose(posterior.log_prob(theta[:50], x=x), exact[:50], atol=1e-4)
+    ranked_theta, ranked = posterior.sample_and_log_prob(jax.random.key(0), (4000,), x=x,
+                                                         for_ranking=True)  # fmt: skip
+    error = np.abs(ranked - stats.norm.logpdf(ranked_theta, A * x, S).sum(-1))
+    assert 1e-5 < error.max() < 1e-3  # the log-density's own error is not controlled
     one = posterior.sample(jax.random.key(1), (2, 5), x=x[0])
     assert one.shape == (2, 5, 2)
     assert posterior.log_prob(one, x=x[0]).shape == (2, 5)

@@ -82,6 +82,7 @@ def _add_integrals(a: Array | None, b: Array | None) -> Array | None:
 
 
 Regularize = Literal["kinetic", "all"] | None
+StepsFollow = Literal["all", "state"]
 
 
 class Mode(eqx.Module):
@@ -95,6 +96,10 @@ class Mode(eqx.Module):
     - `regularize`: `"kinetic"` or `"all"` for RNODE's integrals in the statistics (the
       kinetic energy; `"all"` also the Jacobian's Frobenius norm, else zeros); implies
       `log_det`.
+    - `steps_follow`: what an FFJORD block's adaptive step size keeps within tolerance:
+      `"all"` (the state and the log-determinant) or `"state"` (the state alone; the
+      log-determinant is accumulated on the same steps, its error not controlled: about
+      25% cheaper, for log densities that only need ranking, e.g. expected coverage).
 
     Example:
         >>> import ffjord
@@ -106,11 +111,16 @@ class Mode(eqx.Module):
     log_det: bool = eqx.field(static=True, default=True)
     throw: bool = eqx.field(static=True, default=True)
     regularize: Regularize = eqx.field(static=True, default=None)
+    steps_follow: StepsFollow = eqx.field(static=True, default="all")
 
     def __check_init__(self):
         if self.regularize not in ("kinetic", "all", None):
             raise ValueError(
                 f"Mode: regularize must be 'kinetic', 'all' or None, got {self.regularize!r}"
+            )
+        if self.steps_follow not in ("all", "state"):
+            raise ValueError(
+                f"Mode: steps_follow must be 'all' or 'state', got {self.steps_follow!r}"
             )
         if self.regularize is not None and not self.log_det:
             raise ValueError("Mode: regularize= needs log_det=True")

@@ -125,6 +125,11 @@ def _norm_of_flow(state) -> jax.Array:
     return optx.rms_norm(state[:2])
 
 
+def _norm_of_state(state) -> jax.Array:
+    """diffrax's RMS error norm over the state alone (`Mode.steps_follow="state"`)."""
+    return optx.rms_norm(state[0])
+
+
 class FFJORD(AbstractBijector):
     r"""Free-form continuous dynamics: the bijector $x = z(t_0) \mapsto y = z(t_1)$.
 
@@ -346,10 +351,13 @@ class FFJORD(AbstractBijector):
             dynamics = _dynamics
             y0 = x
         controller = self.stepsize_controller
-        if regularize is not None and isinstance(controller, diffrax.PIDController):
-            # The regularisers are accumulated, not integrated to a tolerance: step
-            # sizes follow the state and log-determinant alone, as without them.
-            controller = eqx.tree_at(lambda c: c.norm, controller, _norm_of_flow)
+        if isinstance(controller, diffrax.PIDController) and mode.log_det:
+            if mode.steps_follow == "state":
+                controller = eqx.tree_at(lambda c: c.norm, controller, _norm_of_state)
+            elif regularize is not None:
+                # The regularisers are accumulated, not integrated to a tolerance: step
+                # sizes follow the state and log-determinant alone, as without them.
+                controller = eqx.tree_at(lambda c: c.norm, controller, _norm_of_flow)
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(dynamics),
             self.solver,

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._bijector import StepsFollow
 from ._checks import positive_int
 from ._distributions import TransformedDistribution
 from ._errors import InputError
@@ -75,10 +76,12 @@ def _draw(dist: TransformedDistribution, key, n: int, conditions: np.ndarray | N
     return transform(dist.bijector, base, context).reshape(-1, n, dist.dim)
 
 
-def _draw_with_log_prob(dist: TransformedDistribution, key, n: int, conditions):
+def _draw_with_log_prob(
+    dist: TransformedDistribution, key, n: int, conditions, steps_follow: StepsFollow
+):
     """`_draw`'s draws and their log densities `(rows, n)`, from the same solves."""
     base, context = _base_draws(dist, key, n, conditions)
-    y, log_det = transform_with_log_det(dist.bijector, base, context)
+    y, log_det = transform_with_log_det(dist.bijector, base, context, steps_follow)
     log_prob = np.asarray(dist.base.log_prob(jnp.asarray(base))) - log_det
     return y.reshape(-1, n, dist.dim), log_prob.reshape(-1, n)
 
@@ -126,9 +129,11 @@ def draws_within(
     max_draws: int = MAX_DRAWS,
     region: str = "the box",
     with_log_prob: bool = False,
+    steps_follow: StepsFollow = "all",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`sample_within`'s draws and, with `with_log_prob`, their log densities under the
-    flow (`(n,)` or `(m, n)`, from the same solves; not renormalised to the box)."""
+    flow (`(n,)` or `(m, n)`, from the same solves; not renormalised to the box;
+    `steps_follow` as in `ffjord.Mode`)."""
     n = positive_int(n, "n")
     max_draws = positive_int(max_draws, "max_draws")
     conditions = _conditions(dist, context)
@@ -137,7 +142,7 @@ def draws_within(
 
     def draw(key, count) -> tuple[np.ndarray, np.ndarray | None]:
         if with_log_prob:
-            return _draw_with_log_prob(dist, key, count, conditions)
+            return _draw_with_log_prob(dist, key, count, conditions, steps_follow)
         return _draw(dist, key, count, conditions), None
 
     def result(samples, log_probs):

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
-from ._bijector import AbstractBijector
+from ._bijector import AbstractBijector, Mode, StepsFollow
 from ._checks import positive_int
 from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
@@ -558,11 +558,12 @@ def _forward(bijector, rows):
 
 
 @eqx.filter_jit
-def _forward_with_log_det(bijector, rows):
+def _forward_with_log_det(bijector, steps_follow: StepsFollow, rows):
     # The state and the log-determinant of its Jacobian, as one more column.
     d = rows.shape[1] if bijector.dim is None else bijector.dim
     context = rows[:, d:] if rows.shape[1] > d else None
-    y, log_det, _ = bijector.transform(rows[:, :d], context=context, throw=False)
+    mode = Mode(throw=False, steps_follow=steps_follow)
+    y, log_det, _ = bijector.transform_flat(rows[:, :d], context, None, mode)
     return jnp.concatenate([y, log_det[:, None].astype(y.dtype)], axis=1)
 
 
@@ -579,15 +580,19 @@ def transform(bijector, points: np.ndarray, context: np.ndarray | None = None) -
 
 
 def transform_with_log_det(
-    bijector, points: np.ndarray, context: np.ndarray | None = None
+    bijector,
+    points: np.ndarray,
+    context: np.ndarray | None = None,
+    steps_follow: StepsFollow = "all",
 ) -> tuple[np.ndarray, np.ndarray]:
     """`transform`, and the log-determinants (n,) of the map's Jacobian at the points from
-    the same solves."""
+    the same solves (`steps_follow`: what the step size controls, as in `ffjord.Mode`)."""
     n, d = points.shape
     if n == 0:
         return np.zeros((0, d), points.dtype), np.zeros(0, points.dtype)
     rows = _chunk_rows(points, context)
-    out = map_chunks(_forward_with_log_det, rows, CHUNK, for_inference(bijector))
+    fast = for_inference(bijector)
+    out = map_chunks(_forward_with_log_det, rows, CHUNK, fast, steps_follow)
     return out[:, :d], out[:, d]
 
 

@@ -75,15 +75,20 @@ class AbstractPosterior(abc.ABC):
     def log_prob(self, theta, *, x) -> Any:
         """Log densities of shape `(..., m)` of `theta` of shape `(..., m, p)`."""
 
-    def sample_and_log_prob(self, key, shape: tuple[int, ...], *, x) -> tuple[Any, Any]:
-        """(draws, their log densities): `sample`, then `log_prob` of the draws."""
+    def sample_and_log_prob(
+        self, key, shape: tuple[int, ...], *, x, for_ranking: bool = False
+    ) -> tuple[Any, Any]:
+        """(draws, their log densities): `sample`, then `log_prob` of the draws.
+        `for_ranking`: the densities will only be ranked against each other and
+        `log_prob` (expected coverage), so a subclass may trade accuracy for speed."""
+        del for_ranking  # the same either way here
         theta = self.sample(key, shape, x=x)
         return theta, self.log_prob(theta, x=x)
 
 
 def _sample_and_log_prob(posterior, key, num: int, x, with_log_prob: bool):
     if isinstance(posterior, AbstractPosterior) and with_log_prob:
-        return posterior.sample_and_log_prob(key, (num,), x=x)
+        return posterior.sample_and_log_prob(key, (num,), x=x, for_ranking=True)
     theta = posterior.sample(key, (num,), x=x)
     return theta, posterior.log_prob(theta, x=x) if with_log_prob else None
 
