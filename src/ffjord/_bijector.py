@@ -199,6 +199,7 @@ class AbstractBijector(eqx.Module, Described):
         log_det: bool = True,
         throw: bool = True,
         regularize: Regularize = None,
+        steps_follow: StepsFollow = "all",
     ) -> tuple[Array, Array, SolveStats]:
         """`(image, log|det J|, stats)` of points `x` of shape `(..., d)`: the one call
         behind every other method, with the options of [`ffjord.Mode`][].
@@ -220,6 +221,7 @@ class AbstractBijector(eqx.Module, Described):
             log_det=log_det or regularize is not None,
             throw=throw,
             regularize=regularize,
+            steps_follow=steps_follow,
         )
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
-from ._bijector import AbstractBijector, Mode, StepsFollow
+from ._bijector import AbstractBijector, StepsFollow
 from ._checks import positive_int
 from ._chunks import map_chunks
 from ._distributions import TransformedDistribution
@@ -562,8 +562,9 @@ def _forward_with_log_det(bijector, steps_follow: StepsFollow, rows):
     # The state and the log-determinant of its Jacobian, as one more column.
     d = rows.shape[1] if bijector.dim is None else bijector.dim
     context = rows[:, d:] if rows.shape[1] > d else None
-    mode = Mode(throw=False, steps_follow=steps_follow)
-    y, log_det, _ = bijector.transform_flat(rows[:, :d], context, None, mode)
+    y, log_det, _ = bijector.transform(
+        rows[:, :d], context=context, throw=False, steps_follow=steps_follow
+    )
     return jnp.concatenate([y, log_det[:, None].astype(y.dtype)], axis=1)
 
 
