@@ -5,10 +5,12 @@ Each round draws its parameters from the prior restricted to the current posteri
 highest-density region at `x_o` (where log q exceeds its `TRUNCATION` quantile over
 posterior draws), simulates them, and trains on every round's pairs pooled, with the
 plain loss: a truncated prior needs no correction. Parameters come by rejection from
-the prior; when too few land in the region, by sampling-importance-resampling from the
-posterior instead. Rounds stop early once the region's prior mass changes by less than
-`SETTLED` between rounds. With `run_dir`, every round is kept (`round-1`, ...) and an
-interrupted call resumes from the last finished round.
+the prior (the density tested only within the region's bounds, its posterior draws'
+range widened by `MARGIN`); when that would take too many draws, by
+sampling-importance-resampling from the posterior instead. Rounds stop early once the
+region's prior mass (counted, or by importance sampling for a region too small to
+count) changes by less than `SETTLED` between rounds. With `run_dir`, every round is
+kept (`round-1`, ...) and an interrupted call resumes from the last finished round.
 
 Example:
     >>> import jax, jax.numpy as jnp, tempfile
