@@ -115,15 +115,13 @@ def main() -> None:
         return
     import torch
 
-    from sbi_tasks import THREADS, load_task, simulate
+    from sbi_tasks import THREADS, load_task, prior_box, simulate
 
     torch.set_num_threads(THREADS)
     task = load_task(args.task)
     theta, x = simulate(task, args.simulations, 0)
     test_theta, test_x = simulate(task, args.test_pairs, 1)
-    support = task.get_prior_dist().support
-    low = np.asarray(support.base_constraint.lower_bound, float)
-    high = np.asarray(support.base_constraint.upper_bound, float)
+    low, high = prior_box(task)
     report["versions"] = harness.versions("ffjord", "jax", "torch", "sbi", "sbibm")
     methods = {
         "ffjord": lambda: ffjord_side(theta.numpy(), x.numpy(), test_theta.numpy(),

@@ -122,9 +122,7 @@ def sbibm_problem(name: str, n: int) -> Problem:
     import sbi_tasks
 
     task = sbi_tasks.load_task(name)
-    support = task.get_prior_dist().support  # sbibm's boxes: an interval per parameter
-    low = np.asarray(support.base_constraint.lower_bound, np.float64)
-    high = np.asarray(support.base_constraint.upper_bound, np.float64)
+    low, high = sbi_tasks.prior_box(task)
     numbers = range(1, n + 1)
     x_o = np.concatenate([sbi_tasks.observation(task, i).numpy() for i in numbers])
 

@@ -57,6 +57,13 @@ def load_task(name: str):
     return task
 
 
+def prior_box(task) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the task's uniform prior (sbibm's boxes: an interval per parameter)."""
+    support = task.get_prior_dist().support
+    low = np.asarray(support.base_constraint.lower_bound, np.float64)
+    return low, np.asarray(support.base_constraint.upper_bound, np.float64)
+
+
 def seed_all(seed: int) -> None:
     import torch
 

@@ -37,6 +37,11 @@ class OutsideBox(InputError):
         self.condition = condition
 
 
+def within_box(points: np.ndarray, low, high) -> np.ndarray:
+    """Whether each point `(..., d)` lies in the box `low <= y <= high`: shape `(...)`."""
+    return np.all((points >= low) & (points <= high), axis=-1)
+
+
 def _conditions(dist: TransformedDistribution, context) -> np.ndarray | None:
     width = dist.bijector.context_dim or 0
     if context is None:
@@ -176,7 +181,7 @@ def draws_within(
         draws, log_probs = draw(sub, batch)
         drawn += batch
         for i in range(rows):
-            inside = np.all((draws[i] >= low) & (draws[i] <= high), axis=1)
+            inside = within_box(draws[i], low, high)
             kept[i].append(draws[i][inside][: n - got[i]])
             if log_probs is not None:
                 kept_log_probs[i].append(log_probs[i][inside][: n - got[i]])

@@ -37,7 +37,7 @@ from .._distributions import TransformedDistribution
 from .._errors import InputError
 from .._keys import as_typed_key
 from .._run import RunDir, load
-from .._sampling import MAX_DRAWS, draws_within
+from .._sampling import MAX_DRAWS, draws_within, within_box
 from .._source import DataSource
 from .._trainer import Trainer
 from ._diagnostics import AbstractPosterior
@@ -210,7 +210,7 @@ class Posterior(AbstractPosterior):
             self.flow, points.astype(dtype), context.reshape(-1, self.context_dim).astype(dtype)
         ).reshape(batch)
         if self.low is not None:
-            inside = np.all((theta >= self.low) & (theta <= self.high), axis=-1)
+            inside = within_box(theta, self.low, self.high)
             log_q = np.where(inside, log_q, -np.inf)
         if leakage_key is not None:
             mass = self.mass_inside(leakage_key, x, leakage_draws)
@@ -226,7 +226,7 @@ class Posterior(AbstractPosterior):
             mass = np.ones(len(rows))
         else:
             draws, _ = draws_within(self.flow, as_typed_key(key), num_draws, context=rows)
-            mass = np.all((draws >= self.low) & (draws <= self.high), axis=-1).mean(axis=1)
+            mass = within_box(draws, self.low, self.high).mean(axis=1)
         if np.any(mass == 0):
             raise InputError(
                 f"none of {num_draws} draws of the flow lies within {self.region} for some "

@@ -38,7 +38,7 @@ from .._errors import InputError
 from .._io import atomic_write_text
 from .._keys import as_typed_key
 from .._plan import train
-from .._sampling import ROUND_ROWS, draws_within
+from .._sampling import ROUND_ROWS, draws_within, within_box
 from ._fit import fit_posterior, simulate
 from ._posterior import Posterior
 
@@ -91,15 +91,18 @@ class Truncated:
     def in_bounds(self, theta: np.ndarray) -> np.ndarray:
         if self.bounds is None:
             return np.ones(len(theta), bool)
-        low, high = self.bounds
-        return np.all((theta >= low) & (theta <= high), axis=1)
+        return within_box(theta, *self.bounds)
 
     def inside(self, theta: np.ndarray) -> np.ndarray:
         inside = self.in_bounds(theta)
-        if inside.any():  # the density only where the bounds leave a chance
-            log_q = self.posterior.log_prob(theta[inside], x=self.x_o)
-            inside[inside] = log_q > self.threshold
+        inside[inside] = self._above(theta[inside])  # the density only within the bounds
         return inside
+
+    def _above(self, theta: np.ndarray) -> np.ndarray:
+        """Whether log q exceeds the threshold at each of `theta` (n, p), n >= 0."""
+        if not len(theta):
+            return np.zeros(0, bool)
+        return self.posterior.log_prob(theta, x=self.x_o) > self.threshold
 
     def prior_mass(self, key, draws: int = REGION_DRAWS) -> float:
         """The region's prior mass: the share of `draws` prior draws inside it or, when
@@ -140,8 +143,9 @@ class Truncated:
             candidate_key = jax.random.fold_in(reject_key, drawn)
             candidates = np.asarray(self.prior.sample(candidate_key, (batch,)))
             drawn += batch
-            tested += int(self.in_bounds(candidates).sum())
-            kept.append(candidates[self.inside(candidates)])
+            bounded = candidates[self.in_bounds(candidates)]
+            tested += len(bounded)
+            kept.append(bounded[self._above(bounded)])
             got += len(kept[-1])
         return np.concatenate(kept)[:n], "rejection from the prior"
 
