@@ -323,7 +323,13 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     assert (raw["embedding"], raw["embedding_features"]) == ("none", 0)
     assert not {"embedding", "embedding_features"} & set(raw["chosen_for_data"])
     few = new_settings({"data": str(many), "context_dims": 32})[0]  # 32 columns: not many
-    assert (few["objective"], few["embedding"]) == ("likelihood", "none")
+    # warm-started: each condition row beside 32 features an MLP learns from it
+    assert (few["objective"], few["embedding"], few["embedding_features"]) == (
+        "likelihood",
+        "mlp",
+        32,
+    )
+    assert {"embedding", "embedding_features"} <= set(few["chosen_for_data"])
     # 10 data columns (8 of the conditions now count as data), 32 conditions: one block,
     # warmed by 25,000 flow-matching steps (400 epochs at most) on 1,620 fitted rows
     assert (few["blocks"], few["warm_start"]) == (1, 400)
@@ -336,3 +342,4 @@ def test_many_conditions_choose_a_projection_and_flow_matching(tmp_path):
     np.save(flat, np.concatenate([y, c[:, :8]], axis=1).astype(np.float32))
     two_d = new_settings({"data": str(flat), "context_dims": 8})[0]
     assert (two_d["objective"], two_d["blocks"], two_d["warm_start"]) == ("likelihood", 2, 0)
+    assert two_d["embedding"] == "none"  # 2-D posteriors: the raw conditions alone

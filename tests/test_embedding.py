@@ -66,6 +66,13 @@ def test_a_convolution_sees_time_order(getkey):
 def test_an_mlp_embedding_and_the_errors_of_each(getkey):
     embedding = ffjord.MLPEmbedding(10, 3, key=getkey())
     assert embedding(jnp.ones((2, 5, 10))).shape == (2, 5, 3)
+    kept = ffjord.MLPEmbedding(10, 3, keep_input=True, key=getkey())
+    x = jax.random.normal(getkey(), (2, 5, 10))
+    assert kept.features == 13 and kept.learned == 3
+    np.testing.assert_array_equal(kept(x)[..., :10], x)  # the rows themselves, then 3 learned
+    learned = ffjord.MLPEmbedding(10, 3, key=getkey())
+    learned = eqx.tree_at(lambda e: e.mlp, learned, kept.mlp)
+    np.testing.assert_array_equal(kept(x)[..., 10:], learned(x))
     with pytest.raises(ValueError, match=r"SetEmbedding: shape must be a pair \(T, C\), got 12"):
         ffjord.SetEmbedding(12, 3, key=getkey())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Conv1dEmbedding: features must be an integer >= 1"):
@@ -73,6 +80,9 @@ def test_an_mlp_embedding_and_the_errors_of_each(getkey):
     field = ffjord.MLPField(2, 8, 3, context_dim=4, key=getkey())
     with pytest.raises(ValueError, match="the embedding gives 3 features but the bijector takes 4"):
         ffjord.EmbeddedContext(ffjord.FFJORD(field), embedding)
+    wider = "the embedding gives 13 features but the bijector takes 4"  # the row kept, too
+    with pytest.raises(ValueError, match=wider):
+        ffjord.EmbeddedContext(ffjord.FFJORD(field), kept)
     with pytest.raises(TypeError, match="EmbeddedContext takes an AbstractEmbedding, got Affine"):
         ffjord.EmbeddedContext(ffjord.FFJORD(field), ffjord.Affine(jnp.zeros(2), jnp.ones(2)))
 
@@ -81,10 +91,11 @@ def test_an_mlp_embedding_and_the_errors_of_each(getkey):
     "embedding",
     [
         lambda key: ffjord.MLPEmbedding(12, 3, key=key),
+        lambda key: ffjord.MLPEmbedding(12, 3, keep_input=True, key=key),
         lambda key: ffjord.SetEmbedding((6, 2), 3, key=key),
         lambda key: ffjord.Conv1dEmbedding((6, 2), 3, key=key),
     ],
-    ids=["mlp", "set", "conv1d"],
+    ids=["mlp", "mlp-keeping-its-input", "set", "conv1d"],
 )
 def test_a_description_rebuilds_the_embedding(getkey, embedding):
     dist = embedded_model(embedding(getkey()), getkey())

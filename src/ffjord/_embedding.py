@@ -94,17 +94,26 @@ class AbstractEmbedding(eqx.Module, Described):
 
 class MLPEmbedding(AbstractEmbedding):
     """An MLP of `layers` hidden layers of `hidden` SiLU units: rows `(k,)` ->
-    `(features,)`. For condition columns with no structure to exploit.
+    `(features,)`. For condition columns with no structure to exploit. With
+    `keep_input`, each row's summary is the row itself followed by the MLP's `features`
+    numbers (`k + features` in all), so that the fields keep what the raw conditions say
+    linearly (a linear-Gaussian posterior's mean) beside what the MLP learns (a scale that
+    a spread of the conditions sets).
 
     Example:
         >>> import jax, jax.numpy as jnp, ffjord
         >>> ffjord.MLPEmbedding(40, 8, key=jax.random.key(0))(jnp.ones((5, 40))).shape
         (5, 8)
+        >>> kept = ffjord.MLPEmbedding(3, 8, keep_input=True, key=jax.random.key(0))
+        >>> summary = kept(jnp.arange(6.0).reshape(2, 3))
+        >>> summary.shape, summary[:, :3].tolist()
+        ((2, 11), [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])
     """
 
     mlp: eqx.nn.MLP
     hidden: int = eqx.field(static=True)
     layers: int = eqx.field(static=True)
+    keep_input: bool = eqx.field(static=True)
 
     config_type: ClassVar[str | None] = "MLPEmbedding"
 
@@ -115,12 +124,14 @@ class MLPEmbedding(AbstractEmbedding):
         hidden: int = HIDDEN,
         layers: int = 2,
         *,
+        keep_input: bool = False,
         key: PRNGKeyArray,
     ):
         name = "MLPEmbedding"
         for what, value in (("context_dim", context_dim), ("features", features)):
             _count(value, what, name)
         self.hidden, self.layers = _count(hidden, "hidden", name), _count(layers, "layers", name)
+        self.keep_input = bool(keep_input)
         self.mlp = eqx.nn.MLP(context_dim, features, hidden, layers, jax.nn.silu, key=key)
 
     @property
@@ -129,18 +140,25 @@ class MLPEmbedding(AbstractEmbedding):
 
     @property
     def features(self) -> int:
+        return self.learned + (self.context_dim if self.keep_input else 0)
+
+    @property
+    def learned(self) -> int:
+        """The MLP's own numbers per row (`features` less the kept row)."""
         return self.mlp.out_size  # type: ignore[return-value]
 
     def embed(self, row: Array) -> Array:
-        return self.mlp(row)
+        learned = self.mlp(row)
+        return jnp.concatenate([row, learned]) if self.keep_input else learned
 
     def to_config(self) -> dict:
         return {
             "type": "MLPEmbedding",
             "context_dim": self.context_dim,
-            "features": self.features,
+            "features": self.learned,
             "hidden": self.hidden,
             "layers": self.layers,
+            "keep_input": self.keep_input,
         }
 
     @classmethod
@@ -150,6 +168,7 @@ class MLPEmbedding(AbstractEmbedding):
             config["features"],
             config["hidden"],
             config["layers"],
+            keep_input=config.get("keep_input", False),  # runs saved before it existed
             key=keys.context,
         )
 

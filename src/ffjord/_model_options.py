@@ -32,8 +32,8 @@ EMBEDDING_TYPES = {  # the embedding an option names -> the part that makes it
     "conv1d": "Conv1dEmbedding",
     "set": "SetEmbedding",
 }
-EMBEDDING_SIZES: dict[str, dict[str, int]] = {  # the networks' sizes besides their features
-    "mlp": {"hidden": HIDDEN, "layers": 2},
+EMBEDDING_SIZES: dict[str, dict[str, int]] = {  # the networks' settings besides their features
+    "mlp": {"hidden": HIDDEN, "layers": 2, "keep_input": True},
     "set": {"hidden": HIDDEN},
     "conv1d": {"channels": CHANNELS, "hidden": HIDDEN},
 }
@@ -164,6 +164,9 @@ class ModelOptions:
         dim = source.dim
         points, context = source.split(train)
         features = self.embedding_features
+        width = features or source.context_dims  # what the fields see of each condition row
+        if self.embedding == "mlp":  # the rows themselves beside the learned features
+            width += source.context_dims
         trace = {"type": "exact"}
         if self.trace == "hutchinson":
             trace = {"type": "hutchinson", "num_samples": 1, "noise": "rademacher"}
@@ -174,7 +177,7 @@ class ModelOptions:
                 "dim": dim,
                 "hidden": self.hidden,
                 "layers": self.layers,
-                "context_dim": features or source.context_dims,
+                "context_dim": width,
                 "activation": self.activation,
             },
             "trace": trace,

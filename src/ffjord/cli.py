@@ -83,9 +83,9 @@ TRAIN_OPTIONS: dict[str, tuple] = {
     "context_dims": (int, "the last K columns of the data file are conditions: learn "
                      "p(data | condition)", "K"),
     "embedding": (EMBEDDINGS, "a learned summary of the conditions, trained with the flow: "
-                  "mlp, conv1d (a time series), set (i.i.d. trials), linear or none (chosen: "
-                  "conv1d with --context-shape, linear for many conditions; see "
-                  "docs/DEFAULTS.md)"),
+                  "mlp (the row beside R learned features), conv1d (a time series), set (i.i.d. "
+                  "trials), linear or none (chosen: conv1d with --context-shape, linear for many "
+                  "conditions, mlp for 3 to 16 data columns; see docs/DEFAULTS.md)"),
     "embedding_features": (int, "the numbers the embedding summarises a condition row by "
                            "(chosen: 32)", "R"),
     "context_shape": (_shape, "a condition row as T time steps (conv1d) or T i.i.d. trials "
