@@ -221,3 +221,26 @@ def test_bad_embedding_options_fail_in_one_line_and_write_nothing(tmp_path, caps
     assert message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_run_whose_mlp_embedding_kept_no_rows_is_not_resumed(tmp_path, capsys):
+    """Runs saved before `--embedding mlp` kept each condition row: resuming one would
+    build another model than its checkpoint, so it stops in one line and changes nothing."""
+    data = str(trials_file(tmp_path / "trials.npy", n=64))
+    out = tmp_path / "run"
+    common = ["--data", data, "--context-dims", "12", "--embedding", "mlp",
+              "--embedding-features", "3", "--blocks", "1", "--hidden", "8", "--validation", "0",
+              "--warm-start", "0", "--out", str(out), "--quiet", "--no-figures"]  # fmt: skip
+    assert main(["train", *common, "--epochs", "1"]) == 0
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    text = json.dumps(config)
+    assert text.count('"keep_input": true') == 1
+    config_path.write_text(text.replace('"keep_input": true', '"keep_input": false'))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", *common, "--epochs", "2", "--resume"]) != 0
+    err = capsys.readouterr().err
+    assert "this run's mlp embedding gives the fields its learned features alone" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -132,6 +132,13 @@ class ModelOptions:
             elif node["type"] == "EmbeddedContext":
                 part = node["embedding"]
                 kind = {v: k for k, v in EMBEDDING_TYPES.items()}[part["type"]]
+                if kind == "mlp" and not part.get("keep_input", False):
+                    raise InputError(
+                        "this run's mlp embedding gives the fields its learned features alone "
+                        "(made before embedding mlp kept each condition row beside them); "
+                        "ffjord.load and ffjord sample read it, but it cannot be resumed",
+                        parameters=("resume=True",),
+                    )
                 found["embedding"], found["embedding_features"] = kind, part["features"]
             inner = node.get("bijectors", []) + ([node["bijector"]] if "bijector" in node else [])
             for part in inner:
