@@ -172,7 +172,7 @@ class ModelOptions:
         points, context = source.split(train)
         features = self.embedding_features
         width = features or source.context_dims  # what the fields see of each condition row
-        if self.embedding == "mlp":  # the rows themselves beside the learned features
+        if EMBEDDING_SIZES.get(self.embedding, {}).get("keep_input"):  # rows beside features
             width += source.context_dims
         trace = {"type": "exact"}
         if self.trace == "hutchinson":
