@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_cli_errors import QUIET, check, cli, trained_run  # noqa: E402, F401
 from test_conditional import conditional_pairs, pairs_through_one_statistic  # noqa: E402
 
-SMALL = ["--epochs", "8", "--blocks", "1", "--hidden", "16", "--batch-size", "128"]
-SMALL += ["--warm-start", "20"]  # 20 epochs of flow matching first
+SMALL = ["--epochs", "4", "--blocks", "1", "--hidden", "16", "--batch-size", "128"]
+SMALL += ["--warm-start", "10"]  # 10 epochs of flow matching first
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,7 @@ def test_round_trip_train_evaluate_density_sample(conditional_run, tmp_path, cap
     np.testing.assert_allclose(many.mean(axis=1), [[-2, 2], [0, 0], [2, -2]], atol=0.4)
 
 
+@pytest.mark.slow  # 15 s; known posteriors in the quick suite: test_sbi_posterior.py
 def test_the_arcs_simulator_learns_its_known_posterior(tmp_path, capsys):
     out = tmp_path / "arcs"
     # A short run: tanh learns the arcs in 6 epochs (the default SiLU field needs more).

@@ -59,15 +59,22 @@ def test_nonlinear_log_det_matches_brute_force_jacobian(getkey):
     field = TimeField(jax.random.normal(getkey(), (3, 3)))
     flow = ffjord.FFJORD(field, **TIGHT, t0=0.0, t1=1.3)
     xs = jax.random.normal(getkey(), (4, 3))
+    # one compiled program per quantity, applied to every point (tracing a solve per
+    # point and quantity would take most of the test's time)
+    forward_jac, inverse_jac = (
+        eqx.filter_jit(jax.jacobian(flow.forward)),
+        eqx.filter_jit(jax.jacobian(flow.inverse)),
+    )
+    forward_ldj, inverse_ldj = (
+        eqx.filter_jit(flow.forward_log_det_jacobian),
+        eqx.filter_jit(flow.inverse_log_det_jacobian),
+    )
+    forward = eqx.filter_jit(flow.forward)
     for x in xs:
-        jac = jax.jacobian(flow.forward)(x)
-        expected = jnp.linalg.slogdet(jac)[1]
-        np.testing.assert_allclose(flow.forward_log_det_jacobian(x), expected, rtol=1e-6)
-        y = flow.forward(x)
-        jac_inv = jax.jacobian(flow.inverse)(y)
-        np.testing.assert_allclose(
-            flow.inverse_log_det_jacobian(y), jnp.linalg.slogdet(jac_inv)[1], rtol=1e-6
-        )
+        expected = jnp.linalg.slogdet(forward_jac(x))[1]
+        np.testing.assert_allclose(forward_ldj(x), expected, rtol=1e-6)
+        y = forward(x)
+        np.testing.assert_allclose(inverse_ldj(y), jnp.linalg.slogdet(inverse_jac(y))[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("per_point", [False, True])
@@ -316,8 +323,8 @@ def test_closed_form_trace_matches_jvp_trace_and_its_gradient(getkey):
     def mean_ldj(f):
         return jnp.mean(ffjord.FFJORD(f, **TIGHT).inverse_and_log_det(x)[1])
 
-    closed, g_closed = eqx.filter_value_and_grad(mean_ldj)(field)
-    plain, g_plain = eqx.filter_value_and_grad(mean_ldj)(PlainField(field))
+    closed, g_closed = eqx.filter_jit(eqx.filter_value_and_grad(mean_ldj))(field)
+    plain, g_plain = eqx.filter_jit(eqx.filter_value_and_grad(mean_ldj))(PlainField(field))
     np.testing.assert_allclose(closed, plain, rtol=1e-10)
     for a, b in zip(jax.tree.leaves(g_closed), jax.tree.leaves(g_plain.inner), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)

@@ -1,5 +1,6 @@
 """A time budget: the run is planned to use it, ends within it and records the choice."""
 
+import dataclasses
 import json
 import time
 
@@ -38,6 +39,27 @@ def test_a_run_given_a_budget_ends_within_it_and_records_the_choice(tmp_path):
     assert config["training"]["patience"] is None and took > 0.5 * budget
 
 
+@pytest.mark.slow  # a minute
+def test_a_warm_started_run_given_a_minute_completes_its_schedule_within_it(tmp_path):
+    """Three parameter columns: the plain command warm-starts likelihood training; the
+    likelihood stage is re-sized from the warm-started flow's measured growth, so that its
+    schedule ends within the budget instead of being cut by the deadline."""
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal((3000, 3))
+    x = theta[:, :2] ** 2 + 0.3 * rng.standard_normal((3000, 2))  # two modes
+    np.save(tmp_path / "pairs.npy", np.concatenate([theta, x], axis=1))
+    budget = 60.0
+    begin = time.perf_counter()
+    result = ffjord.train(tmp_path / "run", data=str(tmp_path / "pairs.npy"), context_dims=2,
+                          time_budget=budget, show_progress=False)  # fmt: skip
+    took = time.perf_counter() - begin
+    assert 0.6 * budget < took < budget + 2.0
+    chosen = json.loads((tmp_path / "run" / "config.json").read_text())["time_budget"]
+    assert chosen["measured"] and chosen["growth"] > 1 and chosen["fixed"] == []
+    last, planned = result.history[-1], chosen["epochs"]
+    assert last["epoch"] == planned or last["epoch"] >= planned - max(1, planned // 10)
+
+
 def test_the_deadline_stops_training_before_an_epoch_that_would_not_end_in_time():
     import jax
     import jax.numpy as jnp
@@ -68,6 +90,55 @@ def test_a_budget_plan_leaves_the_training_its_share():
                       training_seconds=50.0, probe={})  # fmt: skip
     warm_end, end = plan.deadlines(started=0.0)
     assert end == pytest.approx(95.0) and warm_end == pytest.approx(45.0)
+
+
+def test_the_likelihood_stage_is_resized_from_the_growth_measured_after_the_warm_start():
+    probe = {"training_epoch_seconds": 0.2, "training_validation_seconds": 0.05,
+             "training_compile_seconds": 3.0}  # fmt: skip
+    plan = BudgetPlan(seconds=100.0, scale=2.0, epochs=40, warm_start=400, warm_start_seconds=40.0,
+                      training_seconds=50.0, probe=probe)  # fmt: skip
+    resized = plan.after_warm_start(53.0, growth=4.0)  # an epoch: 1 s; 50 s after compiling
+    assert (resized.epochs, resized.growth, resized.measured) == (49, 4.0, True)  # one spare
+    assert resized.training_seconds == pytest.approx(52.0)
+    assert plan.after_warm_start(1.0, growth=4.0).epochs == 1  # never none
+    given = dataclasses.replace(plan, fixed=("training",))
+    assert given.after_warm_start(53.0, growth=4.0) == given  # the user's epochs stay
+    # a run's record (JSON: lists) rebuilds the plan, as --resume does
+    assert BudgetPlan(**json.loads(json.dumps(resized.to_config()))).epochs == 49
+
+
+def test_the_engine_resizes_training_after_the_warm_start_from_the_flows_growth(tmp_path):
+    """The hook a time budget gives the engine: called once the warm start has trained the
+    flow, with the growth of its solves; the epochs and schedule it returns are the run's,
+    and config.json says so (a --resume continues with them)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ffjord._options import TrainingOptions, WarmStart
+    from ffjord._train import Points, RunTarget, run_training
+
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal((1024, 2))
+    x = theta**2 + 0.3 * rng.standard_normal((1024, 2))  # two modes: not one solve step
+    field = ffjord.MLPField(2, 16, 3, context_dim=2, key=jax.random.key(0))
+    base = ffjord.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    model = ffjord.TransformedDistribution(base, ffjord.FFJORD(field))
+    options = TrainingOptions(epochs=2, batch_size=128, schedule="cosine", validation=0.1)
+    warm = WarmStart(ffjord.FlowMatching(), TrainingOptions(epochs=30, batch_size=128))
+    growths = []
+
+    def resize(growth):
+        growths.append(growth)
+        return options.replace(epochs=3), {"seconds": 1.0, "growth": growth}
+
+    done = run_training(jax.random.key(1), model, Points(theta, x), options=options,
+                        warm_start=warm, run=RunTarget(tmp_path / "run"), show_progress=False,
+                        after_warm_start=resize)  # fmt: skip
+    assert len(growths) == 1 and growths[0] > 1.5  # 30 epochs of flow matching: more steps
+    assert [r["epoch"] for r in done.history] == [1, 2, 3] and done.options.epochs == 3
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["training"]["epochs"] == 3
+    assert config["time_budget"] == {"seconds": 1.0, "growth": growths[0]}
 
 
 def test_a_bad_budget_is_refused_in_one_line(tmp_path, capsys):

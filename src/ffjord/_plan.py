@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -669,7 +669,25 @@ def train(
             None if budget is None else budget.to_config(),
         ),  # fmt: skip
         show_progress=show_progress,
+        after_warm_start=_replanned(plan, budget, given) if budget and not resume else None,
     )
+
+
+def _replanned(
+    plan: RunPlan, budget: BudgetPlan, given: dict[str, Any]
+) -> Callable[[float], tuple[TrainingOptions, dict[str, Any]]] | None:
+    """What re-sizes a budgeted likelihood stage once the warm start has trained the
+    flow (`BudgetPlan.after_warm_start`, from the growth of its solves), or None for a
+    plan without a warm start before likelihood training."""
+    deadline = plan.training.deadline
+    if plan.warm_start is None or plan.objective.name != "likelihood" or deadline is None:
+        return None
+
+    def replan(growth: float) -> tuple[TrainingOptions, dict[str, Any]]:
+        resized = budget.after_warm_start(deadline - time.perf_counter(), growth)
+        return plan.within(resized, given=tuple(given)).training, resized.to_config()
+
+    return replan
 
 
 def _given_stages(given: dict[str, Any]) -> tuple[str, ...]:

@@ -227,11 +227,15 @@ def run_training(
     run: RunTarget | None = None,
     callback: Callable[[dict, TransformedDistribution], None] | None = None,
     show_progress: bool = True,
+    after_warm_start: Callable[[float], tuple[TrainingOptions, dict[str, Any]]] | None = None,
 ) -> Training:
     """The engine behind `fit` and `ffjord train`: train `dist` on `data` under
     `objective` with `options`, after a `warm_start` stage if given, writing `run`.
     With a `deadline` in `options` (and in the warm start's), training stops before an
-    epoch that would not end in time (its last record says `"stopped": "time budget"`)."""
+    epoch that would not end in time (its last record says `"stopped": "time budget"`).
+    `after_warm_start` (a time budget's) is given how many times more field evaluations
+    the warm-started flow's solves take than the untrained flow's, and returns the
+    training options to use instead of `options` and the budget's record for `run`."""
     started = time.perf_counter()
     options = TrainingOptions() if options is None else options
     data, test = checked_points(dist, data, test)
@@ -283,6 +287,13 @@ def run_training(
             run=warm_run,
             show_progress=show_progress,
         )
+        if after_warm_start is not None:
+            options, record = after_warm_start(_solve_growth(trainer, dist, warmed.dist, splits))
+            trainer = trainer.with_optimizer(options.make_optimizer(steps_per_epoch))
+            state = trainer.init(key)
+            if run_dir is not None and run is not None:
+                run = dataclasses.replace(run, time_budget=record)
+                run_dir.write_config(_run_config(trainer, splits, options, warm_start, run))
         state = trainer.start_from(state, warmed.dist)
     if not _finished(state, options):
         with Watchdog():
@@ -305,6 +316,22 @@ def run_training(
         if test_nll is None:  # an epoch between `test_every`'s: measure the kept model now
             test_nll = float(-np.mean(trainer.log_prob(kept, test.points, test.context)))
     return Training(kept, history, trainer, state, options, test_nll)
+
+
+def _solve_growth(
+    trainer: Trainer, before: TransformedDistribution, after: TransformedDistribution, splits
+) -> float:
+    """How many times the field evaluations of an exact solve grew from the flow `before`
+    to the flow `after` (the same rows, the same compiled evaluation): what a likelihood
+    epoch's solves cost more once a warm start has trained the flow."""
+    points = splits.validation if splits.validation is not None else splits.train
+    rows = points.take(np.arange(min(len(points), GROWTH_ROWS)))
+    nfe_before = trainer.evaluate(before, rows.points, rows.context)[1]
+    nfe_after = trainer.evaluate(after, rows.points, rows.context)[1]
+    return float(nfe_after / nfe_before)
+
+
+GROWTH_ROWS = 1024  # rows whose solves measure the growth (a few tenths of a second)
 
 
 def _run_config(

@@ -1,6 +1,7 @@
 """The compiled pieces of training: the jitted epoch under an objective, and exact evaluation."""
 
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -268,6 +269,14 @@ class Trainer:
         self._epoch_fn = eqx.filter_jit(self._epoch)
         self._eval_fn = eqx.filter_jit(self._log_prob_chunk)
         self._objective_fn = eqx.filter_jit(self._objective_mean)
+
+    def with_optimizer(self, optimizer: optax.GradientTransformation) -> "Trainer":
+        """This trainer with another `optimizer` (a schedule of another length, say); the
+        evaluation programs, compiled or not, are shared with this one."""
+        other = copy.copy(self)
+        other.optimizer = optimizer
+        other._epoch_fn = eqx.filter_jit(other._epoch)
+        return other
 
     # State ---------------------------------------------------------------------------------
 
