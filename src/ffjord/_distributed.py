@@ -14,6 +14,7 @@ import sys
 import threading
 
 import jax
+import numpy as np
 
 from ._errors import InputError
 
@@ -66,6 +67,16 @@ def start(coordinator: str | None, num_processes: int | None, process_id: int | 
             f"could not join {num_processes} processes at {coordinator} within "
             f"{START_TIMEOUT_SECONDS} s: {_first_line(err, 200)}"
         ) from err
+
+
+def process_zeros(value: float) -> float:
+    """`value` as process 0 has it (the value itself with one process), so that every
+    process decides alike from a measurement such as the time left."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return float(multihost_utils.broadcast_one_to_all(np.float64(value)))
 
 
 def _first_line(err: BaseException, limit: int) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ._budget import BudgetPlan, plan_budget
 from ._checks import non_negative_int, one_of, positive_number
+from ._distributed import process_zeros
 from ._embedding import EMBEDDINGS, SHAPED_EMBEDDINGS
 from ._errors import InputError
 from ._model_options import ModelOptions, is_toy
@@ -669,7 +670,7 @@ def train(
             None if budget is None else budget.to_config(),
         ),  # fmt: skip
         show_progress=show_progress,
-        after_warm_start=_replanned(plan, budget, given) if budget and not resume else None,
+        after_warm_start=None if budget is None else _replanned(plan, budget, given),
     )
 
 
@@ -677,14 +678,18 @@ def _replanned(
     plan: RunPlan, budget: BudgetPlan, given: dict[str, Any]
 ) -> Callable[[float], tuple[TrainingOptions, dict[str, Any]]] | None:
     """What re-sizes a budgeted likelihood stage once the warm start has trained the
-    flow (`BudgetPlan.after_warm_start`, from the growth of its solves), or None for a
-    plan without a warm start before likelihood training."""
+    flow (`BudgetPlan.after_warm_start`, from the growth of its solves; also when a run
+    stopped during its warm start is resumed), or None for a plan without a warm start
+    before likelihood training or whose training epochs were given."""
     deadline = plan.training.deadline
     if plan.warm_start is None or plan.objective.name != "likelihood" or deadline is None:
         return None
+    if "epochs" in given:
+        return None
 
     def replan(growth: float) -> tuple[TrainingOptions, dict[str, Any]]:
-        resized = budget.after_warm_start(deadline - time.perf_counter(), growth)
+        left = process_zeros(deadline - time.perf_counter())  # every process: one plan
+        resized = budget.after_warm_start(left, growth)
         return plan.within(resized, given=tuple(given)).training, resized.to_config()
 
     return replan
