@@ -682,10 +682,9 @@ def _replanned(
     stopped during its warm start is resumed), or None for a plan without a warm start
     before likelihood training or whose training epochs were given."""
     deadline = plan.training.deadline
-    if plan.warm_start is None or plan.objective.name != "likelihood" or deadline is None:
-        return None
-    if "epochs" in given:
-        return None
+    warm_then_likelihood = plan.warm_start is not None and plan.objective.name == "likelihood"
+    if not warm_then_likelihood or deadline is None or "epochs" in given:
+        return None  # (given epochs: nothing to re-size, so nothing to measure)
 
     def replan(growth: float) -> tuple[TrainingOptions, dict[str, Any]]:
         left = process_zeros(deadline - time.perf_counter())  # every process: one plan
