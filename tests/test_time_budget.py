@@ -39,6 +39,25 @@ def test_a_run_given_a_budget_ends_within_it_and_records_the_choice(tmp_path):
     assert config["training"]["patience"] is None and took > 0.5 * budget
 
 
+def test_a_likelihood_run_from_scratch_plans_with_the_growth_of_a_learning_flow(tmp_path):
+    """No warm start: the solves grow as the flow learns, so an epoch is planned as
+    SCRATCH_GROWTH probed ones (not a trained flow's SOLVE_GROWTH, which left half of a
+    2-D posterior's budget unused)."""
+    from ffjord._budget import SCRATCH_GROWTH, SOLVE_GROWTH
+
+    data = pairs_file(tmp_path / "pairs.npy", n=2000)
+    ffjord.train(tmp_path / "run", data=data, context_dims=2, hidden=16, blocks=1,
+                 time_budget=8.0, show_progress=False)  # fmt: skip
+    chosen = json.loads((tmp_path / "run" / "config.json").read_text())["time_budget"]
+    assert SCRATCH_GROWTH < SOLVE_GROWTH
+    recorded = (chosen["growth"], chosen["measured"], chosen["warm_start"])
+    assert recorded == (SCRATCH_GROWTH, False, 0)
+    probe = chosen["probe"]
+    per_epoch = probe["training_epoch_seconds"] + probe["training_validation_seconds"]
+    planned = chosen["epochs"] * per_epoch * SCRATCH_GROWTH + probe["training_compile_seconds"]
+    assert chosen["training_seconds"] == pytest.approx(planned)
+
+
 @pytest.mark.slow  # a minute
 def test_a_warm_started_run_given_a_minute_completes_its_schedule_within_it(tmp_path):
     """Three parameter columns: the plain command warm-starts likelihood training; the
