@@ -123,6 +123,25 @@ def _gauss_file(tmp_path):
     return path
 
 
+def test_early_stopping_waits_half_the_planned_schedule(tmp_path):
+    from ffjord._plan import make_warm_start, new_settings
+
+    data = str(_gauss_file(tmp_path))
+    assert new_settings({"data": data, "epochs": 30})[0]["patience"] == 20  # at least 20
+    cfg = new_settings({"data": data, "epochs": 300})[0]
+    assert cfg["patience"] == 150 and "patience" in cfg["chosen_for_data"]
+    cfg = new_settings({"data": data, "epochs": 300, "patience": 7})[0]
+    assert cfg["patience"] == 7 and "patience" not in cfg["chosen_for_data"]
+    rows = np.random.default_rng(3).normal(size=(2000, 5)).astype(np.float32)
+    np.save(tmp_path / "pairs.npy", rows)
+    cfg = new_settings({"data": str(tmp_path / "pairs.npy"), "context_dims": 2})[0]
+    warm = make_warm_start(cfg)
+    assert warm is not None and cfg["warm_start"] == 400 and cfg["epochs"] == 50
+    assert (cfg["patience"], warm.options.patience) == (25, 200)  # each stage's own half
+    cfg = new_settings({"data": str(tmp_path / "pairs.npy"), "context_dims": 2, "patience": 9})
+    assert make_warm_start(cfg[0]).options.patience == 9  # a given patience holds for both
+
+
 def test_one_dimensional_data(tmp_path, capsys):
     path = tmp_path / "x.npy"
     np.save(path, np.random.default_rng(2).normal(size=1200).astype(np.float32))
@@ -175,7 +194,8 @@ def test_no_validation_on_a_file_means_no_early_stopping(tmp_path):
     from ffjord._plan import new_settings
 
     data = str(_gauss_file(tmp_path))
-    assert new_settings({"data": data})[0]["patience"] == 20  # chosen with validation 0.1
+    chosen = new_settings({"data": data})[0]  # chosen with validation 0.1
+    assert chosen["epochs"] == 125 and chosen["patience"] == 63  # half the schedule
     cfg = new_settings({"data": data, "validation": 0})[0]
     assert cfg["patience"] is None and "patience" not in cfg["chosen_for_data"]
 

@@ -750,6 +750,13 @@ def test_process_unknown_subcommand():
     assert_process_error(run_process("fit"), "invalid choice: 'fit'")
 
 
+def test_python_dash_m_ffjord_is_the_same_command(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    argv = [sys.executable, "-m", "ffjord", "train", "--out", tmp_path / "r", "--epochs", "0"]
+    proc = subprocess.run(list(map(str, argv)), capture_output=True, text=True, env=env)
+    assert_process_error(proc, "--epochs must be a positive integer, got 0")
+
+
 def test_process_corrupt_checkpoint(run_copy, files):
     ckpt = run_copy / "checkpoint.eqx"
     ckpt.write_bytes(b"\x00" * 17)
