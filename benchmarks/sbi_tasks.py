@@ -109,13 +109,22 @@ def outside_prior(task, samples) -> np.ndarray:
     return ~inside.numpy().astype(bool)
 
 
+def spread_ratio(task, i: int, samples) -> list[float]:
+    """Per parameter, the standard deviation of ``samples`` over the reference posterior's
+    of observation ``i``: above 1 where a posterior is smeared (a narrow one resolved too
+    wide, mass left between modes), below 1 where it is too tight."""
+    reference = task.get_reference_posterior_samples(num_observation=i).numpy()
+    return [round(float(r), 3) for r in np.std(samples, axis=0) / np.std(reference, axis=0)]
+
+
 def score(task, i: int, samples, result: dict, first: int | None = None) -> None:
     """Append observation ``i``'s C2ST (and, if some samples lie outside the prior, their
-    fraction and the C2ST of those inside) to ``result``."""
+    fraction and the C2ST of those inside) and its `spread_ratio` to ``result``."""
     samples = np.asarray(samples, dtype=np.float32)
     finite = np.isfinite(samples).all(axis=1)
     result["non_finite"].append(int((~finite).sum()))
     samples = samples[finite]
+    result.setdefault("spread_ratio", []).append(spread_ratio(task, i, samples))
     outside = outside_prior(task, samples)
     result["outside_prior_fraction"].append(float(outside.mean()))
     result["c2st"].append(c2st(task, i, samples, first))

@@ -87,6 +87,7 @@ def record(args, name: str, seed: int, options: str, r: dict) -> None:
         "c2st": round(r["c2st_mean"], 4),
         "observations": r["observations"],
         "per_observation": [round(c, 4) for c in r["c2st"]],
+        "spread_ratio": r.get("spread_ratio"),  # per observation and parameter: std / reference
         "c2st_samples": args.c2st_samples or sbi_tasks.NUM_POSTERIOR_SAMPLES,
         "training_seconds": round(r["training_seconds"], 1),
         "epochs": r.get("epochs"),
