@@ -723,10 +723,10 @@ def test_random_bytes_as_data(tmp_path_factory, suffix, payload):
 # End to end, in a real process ----------------------------------------------------------------
 
 
-def run_process(*argv) -> subprocess.CompletedProcess:
+def run_process(*argv, module: str = "ffjord.cli") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
     return subprocess.run(
-        [sys.executable, "-m", "ffjord.cli", *map(str, argv)],
+        [sys.executable, "-m", module, *map(str, argv)],
         capture_output=True,
         text=True,
         env=env,
@@ -751,9 +751,7 @@ def test_process_unknown_subcommand():
 
 
 def test_python_dash_m_ffjord_is_the_same_command(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    argv = [sys.executable, "-m", "ffjord", "train", "--out", tmp_path / "r", "--epochs", "0"]
-    proc = subprocess.run(list(map(str, argv)), capture_output=True, text=True, env=env)
+    proc = run_process("train", "--out", tmp_path / "r", "--epochs", "0", module="ffjord")
     assert_process_error(proc, "--epochs must be a positive integer, got 0")
 
 

@@ -332,7 +332,6 @@ def data_defaults(
         "schedule": "cosine",
         "weight_decay": 0.1 if dim <= WIDE_ABOVE else 1.0,
         "validation": validation,
-        "patience": PATIENCE,
         "logit": LOGIT_ALPHA if in_unit_cube else 0.0,
         "embedding": embedding,
         "embedding_features": embedding_features_for(embedding, context_dims),
